@@ -1,0 +1,58 @@
+//! `numapin`: reserve pinned, NUMA-local guest memory and account for it on the host.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod reserve;
+mod topology;
+
+/// Reserve a VM's RAM up front as pinned, NUMA-local hugepages, verified page by page.
+///
+/// Without a subcommand, runs a demonstration: shows the topology, reserves a small guest with
+/// the best page size available, prints the verified report and releases it.
+#[derive(Debug, Parser)]
+#[command(name = "numapin", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show NUMA nodes, their CPUs, memory and hugepage pools, and distances.
+    Topology(topology::Args),
+    /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
+    Reserve(reserve::Args),
+}
+
+/// Errors of the command-line tool.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// An error from the library.
+    #[error(transparent)]
+    Numapin(#[from] numapin::Error),
+    /// JSON output failed.
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Writing to stdout failed.
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        None => demo::run(),
+        Some(Command::Topology(a)) => topology::run(&a),
+        Some(Command::Reserve(a)) => reserve::run(&a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("numapin: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `numapin reserve`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use numapin::{MemPolicy, NodeId, PageSize, Reservation};
+
+use crate::CliError;
+
+/// Arguments of `numapin reserve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bytes to reserve: `512MiB`, `8GiB`, `8G` or plain bytes.
+    #[arg(long, value_parser = numapin::parse_size)]
+    size: u64,
+    /// Node(s) of the policy; repeat for several. Default: the node of the calling CPU.
+    #[arg(long = "node")]
+    nodes: Vec<u32>,
+    /// Memory policy.
+    #[arg(long, default_value = "bind")]
+    policy: MemPolicy,
+    /// Page size: 4k, thp, 2m, 1g or auto.
+    #[arg(long, default_value = "auto")]
+    page_size: PageSize,
+    /// Populate threads (default: the target node's CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not lock base pages.
+    #[arg(long)]
+    no_lock: bool,
+    /// Hold the reservation this many seconds after printing the report.
+    #[arg(long, default_value_t = 0.0)]
+    hold_secs: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &Args) -> Result<(), CliError> {
+    let mut b = Reservation::builder(a.size)
+        .policy(a.policy)
+        .page_size(a.page_size)
+        .lock(!a.no_lock);
+    if !a.nodes.is_empty() {
+        b = b.nodes(a.nodes.iter().map(|&n| NodeId(n)));
+    }
+    if let Some(t) = a.threads {
+        b = b.threads(t);
+    }
+    let r = b.build()?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(r.report())?)?;
+    } else {
+        write!(out, "{}", r.report())?;
+    }
+    out.flush()?;
+    drop(out);
+    if a.hold_secs > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(a.hold_secs));
+    }
+    drop(r);
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The one error type of numapin.
+//!
+//! Every failure a user can cause is a variant that carries the numbers and whose message says
+//! how to fix it. Errnos that numapin understands are decoded into those variants where the
+//! call is made (see `sys`); the rest stay raw in [`Error::Sys`] with the name of the call.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::topology::nr_hugepages_path;
+use crate::units::{format_bytes, NodeId, PageSize};
+
+/// `Result` with numapin's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a memory policy call was refused with `EPERM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDenial {
+    /// The calling process's cpuset does not allow some of the nodes (`Mems_allowed` in
+    /// `/proc/self/status`).
+    Cpuset,
+    /// A seccomp filter is installed (`Seccomp:` non-zero in `/proc/self/status`) and the
+    /// call was refused; a VMM jailer commonly forbids `mbind`/`set_mempolicy`.
+    Seccomp,
+    /// Neither explains it (e.g. `MPOL_MF_MOVE_ALL` without `CAP_SYS_NICE`, or an LSM).
+    Other,
+}
+
+/// Everything that can go wrong in numapin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The requested size is zero, or not a multiple of the page size.
+    #[error("bad size {}: {reason}", format_bytes(*size))]
+    InvalidSize {
+        /// The size asked for, in bytes.
+        size: u64,
+        /// What is wrong with it and what to ask for instead.
+        reason: String,
+    },
+
+    /// A builder option contradicts another (e.g. interleave over one node).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A node asked for is not online on this host.
+    #[error("NUMA node {node} does not exist on this host (online nodes: {online:?}); pick one of those, see `numapin topology`")]
+    NodeAbsent {
+        /// The node asked for.
+        node: NodeId,
+        /// The nodes this host has online.
+        online: Vec<NodeId>,
+    },
+
+    /// A node asked for has no memory (a CPU-only node).
+    #[error("NUMA node {node} has no memory (it only has CPUs); bind to a node with memory: {with_memory:?}")]
+    NodeWithoutMemory {
+        /// The memory-less node.
+        node: NodeId,
+        /// The nodes that have memory.
+        with_memory: Vec<NodeId>,
+    },
+
+    /// The node(s) do not have enough free base-page memory for a `Base4K`/`Transparent`
+    /// region bound to them.
+    #[error("node {node} has {} free or reclaimable, {} requested for {page_size} pages; free memory on that node, choose another node, or use the interleave/preferred policy", format_bytes(*available), format_bytes(*requested))]
+    NodeMemoryShort {
+        /// The node.
+        node: NodeId,
+        /// The page size asked for.
+        page_size: PageSize,
+        /// Bytes requested on that node.
+        requested: u64,
+        /// Bytes free or reclaimable on that node.
+        available: u64,
+    },
+
+    /// A hugetlb pool on the node is too small.
+    #[error("{}", hugepages_short_message(*node, *page_size, *wanted, *free_on_node, *free_elsewhere))]
+    HugepagesShort {
+        /// The node whose pool is short.
+        node: NodeId,
+        /// The hugetlb page size.
+        page_size: PageSize,
+        /// Pages needed on that node.
+        wanted: u64,
+        /// Free pages on that node.
+        free_on_node: u64,
+        /// Free pages of that size on all other nodes together.
+        free_elsewhere: u64,
+    },
+
+    /// `RLIMIT_MEMLOCK` does not allow locking the region and the process lacks `CAP_IPC_LOCK`.
+    #[error("cannot lock {}: RLIMIT_MEMLOCK is {} and {} is already locked by this process. Raise the limit with `ulimit -l unlimited` (or `ulimit -l {}` KiB) in the shell that starts the VMM, `LimitMEMLOCK=infinity` in its systemd unit, or grant the process CAP_IPC_LOCK; or reserve hugetlb pages (2m/1g), which need no lock", format_bytes(*requested), limit_text(*limit), format_bytes(*locked_already), requested.saturating_add(*locked_already).div_ceil(1024))]
+    MemlockLimit {
+        /// Bytes this reservation would lock.
+        requested: u64,
+        /// The soft `RLIMIT_MEMLOCK` in bytes (`u64::MAX` = unlimited).
+        limit: u64,
+        /// Bytes this process has locked already (`VmLck`).
+        locked_already: u64,
+    },
+
+    /// The kernel refused a memory-policy call with `EPERM`.
+    #[error("{call} was refused (EPERM) for nodes {nodes:?}: {}", policy_hint(*denial))]
+    PolicyDenied {
+        /// The system call (`mbind`, `set_mempolicy`).
+        call: &'static str,
+        /// The nodes of the policy.
+        nodes: Vec<NodeId>,
+        /// What most likely refused it.
+        denial: PolicyDenial,
+    },
+
+    /// Transparent huge pages were asked for but the kernel has them disabled.
+    #[error("transparent huge pages are {mode} on this host; enable them with `echo madvise > /sys/kernel/mm/transparent_hugepage/enabled`, or use page size 4k, 2m or 1g")]
+    ThpUnavailable {
+        /// `never` or `unsupported`.
+        mode: &'static str,
+    },
+
+    /// Faulting in pages failed; without `MADV_POPULATE_WRITE` this would have been a SIGBUS or
+    /// an OOM kill in the guest.
+    #[error("populating {} of {page_size} pages at offset {offset:#x} failed: {}", format_bytes(*len), populate_hint(*errno, *page_size, nodes))]
+    Populate {
+        /// Offset of the failed chunk from the start of the region.
+        offset: u64,
+        /// Length of the failed chunk.
+        len: u64,
+        /// The errno `madvise(MADV_POPULATE_WRITE)` returned.
+        errno: i32,
+        /// The page size being populated.
+        page_size: PageSize,
+        /// The nodes the region is bound to.
+        nodes: Vec<NodeId>,
+    },
+
+    /// Pages landed on a node outside the ones the region is bound to.
+    #[error("placement check failed: {misplaced} page(s) outside nodes {expected:?} (placement by node: {placement:?}); the policy was not honoured, check cpuset.mems and that nothing else moved the pages")]
+    Misplaced {
+        /// The nodes the region was bound to.
+        expected: Vec<NodeId>,
+        /// Pages found elsewhere (or not resident).
+        misplaced: u64,
+        /// Bytes found per node.
+        placement: Vec<(NodeId, u64)>,
+    },
+
+    /// The kernel lacks an interface numapin needs.
+    #[error("{what} is not supported by this kernel ({kernel}); {fix}")]
+    Unsupported {
+        /// The missing interface.
+        what: &'static str,
+        /// The running kernel's release.
+        kernel: String,
+        /// What to do instead.
+        fix: &'static str,
+    },
+
+    /// A sysfs/procfs file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Sysfs {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+
+    /// A kernel file did not have the expected shape.
+    #[error("cannot parse {}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A system call failed with an errno numapin does not decode further.
+    #[error("{call} failed: {source}")]
+    Sys {
+        /// The call (`mmap`, `mbind`, `move_pages`, ...).
+        call: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn parse(path: PathBuf, reason: String) -> Error {
+        Error::Parse { path, reason }
+    }
+
+    pub(crate) fn sys(call: &'static str, errno: i32) -> Error {
+        Error::Sys {
+            call,
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
+fn limit_text(limit: u64) -> String {
+    if limit == u64::MAX {
+        "unlimited".into()
+    } else {
+        format_bytes(limit)
+    }
+}
+
+fn hugepages_short_message(
+    node: NodeId,
+    page: PageSize,
+    wanted: u64,
+    free_on_node: u64,
+    free_elsewhere: u64,
+) -> String {
+    let path = nr_hugepages_path(node, page);
+    let mut s = format!(
+        "node {node} has {free_on_node} free {page} hugepage(s), {wanted} needed ({} short)",
+        wanted.saturating_sub(free_on_node)
+    );
+    if free_elsewhere > 0 {
+        s += &format!(
+            "; {free_elsewhere} are free on other nodes, but memory bound to node {node} cannot use them"
+        );
+    }
+    s += &format!(
+        ". Grow the pool: `echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N), or ask for fewer pages or another node",
+        p = path.display(),
+        short = wanted.saturating_sub(free_on_node),
+    );
+    s
+}
+
+fn policy_hint(d: PolicyDenial) -> &'static str {
+    match d {
+        PolicyDenial::Cpuset => "the process's cpuset does not include these nodes (see Mems_allowed in /proc/self/status); add them to the cgroup's cpuset.mems",
+        PolicyDenial::Seccomp => "a seccomp filter is active on this process and most likely forbids the call; allow mbind and set_mempolicy in the VMM's seccomp profile, or reserve before installing the filter",
+        PolicyDenial::Other => "the kernel or a security module refused the call; check dmesg and the audit log",
+    }
+}
+
+fn populate_hint(errno: i32, page: PageSize, nodes: &[NodeId]) -> String {
+    let what = io::Error::from_raw_os_error(errno);
+    let cause = match errno {
+        libc::EFAULT | libc::ENOMEM if page.is_hugetlb() => format!(
+            "the {page} hugepage pool of node(s) {nodes:?} ran out (another process took pages after the preflight, or a hugetlb cgroup limit was hit); grow the pool or check `hugetlb.{}.max` of the cgroup",
+            if page == PageSize::Huge1G { "1GB" } else { "2MB" }
+        ),
+        libc::ENOMEM => format!(
+            "node(s) {nodes:?} ran out of memory, or the cgroup memory limit was hit; free memory there or raise memory.max"
+        ),
+        libc::EHWPOISON => "a page is hardware-poisoned (memory error); retire the DIMM or reserve elsewhere".into(),
+        libc::EINVAL => "the kernel refused MADV_POPULATE_WRITE on this mapping".into(),
+        _ => String::new(),
+    };
+    if cause.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {cause}")
+    }
+}
+
+impl fmt::Display for PolicyDenial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyDenial::Cpuset => "cpuset",
+            PolicyDenial::Seccomp => "seccomp",
+            PolicyDenial::Other => "other",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hugepage_message_says_how_to_fix() {
+        let e = Error::HugepagesShort {
+            node: NodeId(1),
+            page_size: PageSize::Huge2M,
+            wanted: 2048,
+            free_on_node: 758,
+            free_elsewhere: 1290,
+        };
+        let m = e.to_string();
+        assert!(m.contains("758"), "{m}");
+        assert!(m.contains("2048"), "{m}");
+        assert!(m.contains("1290"), "{m}");
+        assert!(
+            m.contains("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn memlock_message_names_remedies() {
+        let m = Error::MemlockLimit {
+            requested: 64 << 20,
+            limit: 8 << 20,
+            locked_already: 0,
+        }
+        .to_string();
+        for needle in [
+            "ulimit -l",
+            "LimitMEMLOCK",
+            "CAP_IPC_LOCK",
+            "8 MiB",
+            "64 MiB",
+        ] {
+            assert!(m.contains(needle), "{needle} missing in {m}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Modules
+//! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
+//! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
+//! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
+//! - [`units`]: node ids, page sizes, byte sizes.
+//!
+//! # Lint policy
+//! `unsafe` is denied at the crate root and allowed only in the modules that need it (`sys`,
+//! `populate`, `reservation`); every block has a `// SAFETY:` comment. `missing_docs` warns
+//! (CI turns warnings into errors).
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+#[allow(unsafe_code)]
+mod populate;
+#[allow(unsafe_code)]
+pub mod reservation;
+pub mod smaps;
+pub mod snapshot;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod topology;
+pub mod units;
+
+pub use error::{Error, PolicyDenial, Result};
+pub use reservation::{LockKind, MemPolicy, Plan, Report, Reservation, ReservationBuilder};
+pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
+pub use units::{format_bytes, parse_size, NodeId, PageSize};

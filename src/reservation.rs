@@ -1,0 +1,1154 @@
+//! Reservations: guest memory that is mapped, bound to NUMA nodes, populated in parallel,
+//! locked and verified before anyone uses it.
+//!
+//! The steps run in this order, each for a reason (see `docs/design.md`):
+//! 1. **preflight**: node exists and has memory, pools/memory/memlock suffice, cpuset allows the
+//!    nodes — so most failures are reported before anything is touched;
+//! 2. **map**: hugetlb is mapped from a short-lived thread that holds `MPOL_BIND` to the target
+//!    nodes, so the kernel's reservation counts the pools of those nodes only;
+//! 3. **bind**: `mbind(MPOL_MF_STRICT | MPOL_MF_MOVE)` before any page exists;
+//! 4. **advise**: `MADV_DONTDUMP`, `MADV_DONTFORK`, `MADV_UNMERGEABLE`, and `MADV_HUGEPAGE` for THP;
+//! 5. **lock**: `mlock2(MLOCK_ONFAULT)` for base pages, so population stays parallel;
+//! 6. **populate**: parallel `MADV_POPULATE_WRITE`, workers pinned to the node's CPUs;
+//! 7. **verify**: `move_pages(2)` on every page (or an even sample above a limit).
+//!
+//! Every error after step 2 unmaps the region (RAII), which returns pool pages and unlocks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ptr::NonNull;
+use std::time::Instant;
+
+use crate::error::{Error, PolicyDenial, Result};
+use crate::populate::{self, Histogram};
+use crate::sys::{self, Backing, NodeMask};
+use crate::topology::{format_cpulist, ThpMode, Topology};
+use crate::units::{format_bytes, NodeId, PageSize};
+
+/// How pages are spread over the nodes given to the builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum MemPolicy {
+    /// Every page on one of the nodes, or an error (`MPOL_BIND`). The default.
+    #[default]
+    Bind,
+    /// On the node(s) if they have room, elsewhere otherwise (`MPOL_PREFERRED`, or
+    /// `MPOL_PREFERRED_MANY` for several nodes). The report says where pages went.
+    Preferred,
+    /// Pages spread round-robin over the nodes (`MPOL_INTERLEAVE`).
+    Interleave,
+}
+
+impl MemPolicy {
+    /// The name used on the command line (`bind`, `preferred`, `interleave`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MemPolicy::Bind => "bind",
+            MemPolicy::Preferred => "preferred",
+            MemPolicy::Interleave => "interleave",
+        }
+    }
+}
+
+impl std::str::FromStr for MemPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "bind" => Ok(MemPolicy::Bind),
+            "preferred" => Ok(MemPolicy::Preferred),
+            "interleave" => Ok(MemPolicy::Interleave),
+            o => Err(format!(
+                "unknown policy {o:?}: expected bind, preferred or interleave"
+            )),
+        }
+    }
+}
+
+/// How the region's pages are kept resident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum LockKind {
+    /// Locked with `mlock2` (base pages and THP).
+    Mlock,
+    /// hugetlb pages: never swapped or reclaimed, so no `mlock` is needed (and none is done:
+    /// it would only be charged against `RLIMIT_MEMLOCK`).
+    Hugetlb,
+    /// Not locked (the caller asked for `lock(false)`).
+    None,
+}
+
+/// Above this many pages, placement is verified on an even sample of this many pages instead
+/// of on every page (4 GiB of 4 KiB pages, 2 TiB of 2 MiB pages).
+pub const DEFAULT_VERIFY_LIMIT: u64 = 1 << 20;
+
+/// Builds a [`Reservation`]. Get one from [`Reservation::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ReservationBuilder {
+    size: u64,
+    nodes: Vec<NodeId>,
+    policy: MemPolicy,
+    page_size: PageSize,
+    threads: Option<usize>,
+    lock: bool,
+    noreserve: bool,
+    verify_limit: u64,
+    topology: Option<Topology>,
+}
+
+/// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Bytes to reserve.
+    pub size: u64,
+    /// The concrete page size (never `Auto`).
+    pub page_size: PageSize,
+    /// The page size asked for (may be `Auto`).
+    pub requested_page_size: PageSize,
+    /// The policy.
+    pub policy: MemPolicy,
+    /// The nodes of the policy.
+    pub nodes: Vec<NodeId>,
+    /// Populate threads.
+    pub threads: usize,
+    /// CPUs the populate threads are pinned to.
+    pub cpus: Vec<u32>,
+    /// How the pages stay resident.
+    pub lock: LockKind,
+    /// Whether `MAP_NORESERVE` was asked for.
+    pub noreserve: bool,
+    /// Verify every page up to this many pages, a sample of this many above.
+    pub verify_limit: u64,
+    /// Why things were chosen as they were (Auto fallbacks, CPU choice, defaults).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Pages of the native page granule (`page_size.bytes()`).
+    pub fn pages(&self) -> u64 {
+        self.size / self.page_size.bytes().unwrap_or(4096) as u64
+    }
+}
+
+/// Where the pages of a reservation are and how long each step took.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Report {
+    /// Bytes reserved.
+    pub size_bytes: u64,
+    /// Page size granule used, in bytes (4096 for `Transparent`; see `thp_bytes`).
+    pub page_size_bytes: u64,
+    /// Page size used.
+    pub page_size: PageSize,
+    /// Page size asked for.
+    pub requested_page_size: PageSize,
+    /// Memory policy.
+    pub policy: MemPolicy,
+    /// Nodes of the policy.
+    pub nodes: Vec<NodeId>,
+    /// Bytes verified on each node (node id → bytes). With sampling, the sample scaled up.
+    pub placement: BTreeMap<NodeId, u64>,
+    /// Pages whose node was asked of the kernel.
+    pub verified_pages: u64,
+    /// Pages in the region.
+    pub total_pages: u64,
+    /// Whether every page was checked (`false`: an even sample of `verified_pages`).
+    pub verified_all: bool,
+    /// Whether the pages are resident for good (mlocked, or hugetlb).
+    pub locked: bool,
+    /// How they are kept resident.
+    pub lock: LockKind,
+    /// For `Transparent`: bytes the kernel backs with huge pages (`AnonHugePages`).
+    pub thp_bytes: Option<u64>,
+    /// Populate threads.
+    pub threads: usize,
+    /// CPUs the workers were pinned to.
+    pub pinned_cpus: Vec<u32>,
+    /// CPUs the workers were seen running on.
+    pub worker_cpus: Vec<u32>,
+    /// Seconds spent in preflight (topology, checks).
+    pub preflight_seconds: f64,
+    /// Seconds spent mapping and binding.
+    pub map_seconds: f64,
+    /// Seconds spent populating.
+    pub populate_seconds: f64,
+    /// Seconds spent verifying placement.
+    pub verify_seconds: f64,
+    /// Notes: fallbacks, choices, anything a reader should know.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Populate throughput in GiB/s.
+    pub fn populate_gib_per_s(&self) -> f64 {
+        if self.populate_seconds > 0.0 {
+            self.size_bytes as f64 / (1u64 << 30) as f64 / self.populate_seconds
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14} {v}");
+        writeln!(f, "reservation")?;
+        row(f, "size", format_bytes(self.size_bytes))?;
+        let ps = if self.requested_page_size == self.page_size {
+            self.page_size.to_string()
+        } else {
+            format!("{} (asked: {})", self.page_size, self.requested_page_size)
+        };
+        row(f, "page size", ps)?;
+        if let Some(t) = self.thp_bytes {
+            row(
+                f,
+                "huge-backed",
+                format!("{} of {}", format_bytes(t), format_bytes(self.size_bytes)),
+            )?;
+        }
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.to_string()).collect();
+        row(
+            f,
+            "policy",
+            format!("{} {}", self.policy.name(), nodes.join(",")),
+        )?;
+        let lock = match self.lock {
+            LockKind::Mlock => "yes (mlock)",
+            LockKind::Hugetlb => "yes (hugetlb pages are unevictable)",
+            LockKind::None => "no",
+        };
+        row(f, "locked", lock.into())?;
+        row(
+            f,
+            "threads",
+            format!(
+                "{} pinned to cpus {} (ran on {})",
+                self.threads,
+                format_cpulist(&self.pinned_cpus),
+                format_cpulist(&self.worker_cpus)
+            ),
+        )?;
+        row(
+            f,
+            "time",
+            format!(
+                "preflight {:.3}s, map+bind {:.3}s, populate {:.3}s ({:.2} GiB/s), verify {:.3}s",
+                self.preflight_seconds,
+                self.map_seconds,
+                self.populate_seconds,
+                self.populate_gib_per_s(),
+                self.verify_seconds
+            ),
+        )?;
+        let how = if self.verified_all {
+            format!("every page ({})", self.verified_pages)
+        } else {
+            format!(
+                "{} of {} pages, evenly sampled",
+                self.verified_pages, self.total_pages
+            )
+        };
+        row(f, "verified", how)?;
+        writeln!(f, "  placement")?;
+        for (node, bytes) in &self.placement {
+            let pct = 100.0 * *bytes as f64 / self.size_bytes.max(1) as f64;
+            writeln!(
+                f,
+                "    node {node:<4} {:>12}  {pct:5.1}%",
+                format_bytes(*bytes)
+            )?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Guest memory: mapped, bound, populated, locked and verified. Unmapped on drop.
+///
+/// Invariant: `ptr..ptr+len` is a private anonymous mapping created by this crate, owned by
+/// this value alone, and readable and writable for as long as the value lives.
+#[derive(Debug)]
+pub struct Reservation {
+    map: Mapping,
+    report: Report,
+}
+
+impl Reservation {
+    /// Starts a reservation of `size` bytes.
+    pub fn builder(size: u64) -> ReservationBuilder {
+        ReservationBuilder {
+            size,
+            nodes: Vec::new(),
+            policy: MemPolicy::Bind,
+            page_size: PageSize::Auto,
+            threads: None,
+            lock: true,
+            noreserve: false,
+            verify_limit: DEFAULT_VERIFY_LIMIT,
+            topology: None,
+        }
+    }
+
+    /// The first byte of the region.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len
+    }
+
+    /// Always false: a reservation is never empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.len == 0
+    }
+
+    /// The region as bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: per type invariant the range is mapped readable for the life of `self`, and
+        // the only mutable access goes through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr(), self.map.len) }
+    }
+
+    /// The region as mutable bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: per type invariant the range is mapped read-write for the life of `self`, and
+        // `&mut self` guarantees this is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr(), self.map.len) }
+    }
+
+    /// What was reserved, where, and how long it took.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The page size in use.
+    pub fn page_size(&self) -> PageSize {
+        self.report.page_size
+    }
+}
+
+/// An owned anonymous mapping, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving the owner to another thread
+// moves nothing the kernel ties to a thread.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only hands out `&[u8]` or the raw address; Rust's borrow rules on
+// `Reservation` keep writes exclusive.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: per the type invariant of `Reservation`/`Mapping` we own the range and no
+        // borrow of it can outlive `self`.
+        if let Err(errno) = unsafe { sys::munmap(self.ptr, self.len) } {
+            // munmap of a whole mapping we created can only fail on a kernel or numapin bug.
+            // We do not panic (a panic in drop during unwinding aborts the VMM) and we do not
+            // pretend: the memory stays mapped, so any raw pointer a VMM still holds stays
+            // valid, and a ledger charge (held by the caller) keeps counting it.
+            eprintln!(
+                "numapin: munmap({:p}, {}) failed: {}; the region stays mapped (leaked)",
+                self.ptr,
+                self.len,
+                std::io::Error::from_raw_os_error(errno)
+            );
+        }
+    }
+}
+
+impl ReservationBuilder {
+    /// Binds to one node (replaces any nodes set before).
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.nodes = vec![node];
+        self
+    }
+
+    /// Sets the nodes of the policy (for `Interleave` or a multi-node `Bind`/`Preferred`).
+    pub fn nodes(mut self, nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        self.nodes = nodes.into_iter().collect();
+        self
+    }
+
+    /// Sets the memory policy (default [`MemPolicy::Bind`]).
+    pub fn policy(mut self, policy: MemPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Sets the page size (default [`PageSize::Auto`]).
+    pub fn page_size(mut self, page_size: PageSize) -> Self {
+        self.page_size = page_size;
+        self
+    }
+
+    /// Sets the number of populate threads (default: every CPU this process may use on the
+    /// target nodes; all allowed CPUs for CPU-less nodes).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Whether to keep the pages resident (default `true`). hugetlb pages always are.
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// Map with `MAP_NORESERVE` (default `false`). Only for callers that handle a short pool
+    /// themselves: population still reports a shortage as an error, but the kernel no longer
+    /// sets pages aside at `mmap` time.
+    pub fn noreserve(mut self, noreserve: bool) -> Self {
+        self.noreserve = noreserve;
+        self
+    }
+
+    /// Verify every page up to `pages` pages, and an even sample of `pages` pages above
+    /// (default [`DEFAULT_VERIFY_LIMIT`]).
+    pub fn verify_limit(mut self, pages: u64) -> Self {
+        self.verify_limit = pages.max(1);
+        self
+    }
+
+    /// Uses this topology instead of reading sysfs.
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+
+    /// Decides page size, nodes and threads, and checks that the host can satisfy the request,
+    /// without mapping anything.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSize`], [`Error::InvalidConfig`], [`Error::NodeAbsent`],
+    /// [`Error::NodeWithoutMemory`], [`Error::HugepagesShort`], [`Error::NodeMemoryShort`],
+    /// [`Error::MemlockLimit`], [`Error::ThpUnavailable`], [`Error::PolicyDenied`] (cpuset),
+    /// [`Error::Unsupported`], or a sysfs error.
+    pub fn preflight(&self) -> Result<Plan> {
+        let topo = match &self.topology {
+            Some(t) => t.clone(),
+            None => Topology::from_sysfs()?,
+        };
+        preflight(self, &topo)
+    }
+
+    /// Reserves the memory: preflight, map, bind, populate, lock, verify.
+    ///
+    /// # Errors
+    /// Every error of [`ReservationBuilder::preflight`], and [`Error::Populate`],
+    /// [`Error::Misplaced`], [`Error::PolicyDenied`], [`Error::HugepagesShort`] when the kernel
+    /// finds the pool short after all, or [`Error::Sys`]. Nothing stays mapped after an error.
+    pub fn build(self) -> Result<Reservation> {
+        let t0 = Instant::now();
+        let plan = self.preflight()?;
+        let preflight_seconds = t0.elapsed().as_secs_f64();
+        build(plan, preflight_seconds)
+    }
+}
+
+fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
+    let mut notes = Vec::new();
+    if b.size == 0 {
+        return Err(Error::InvalidSize {
+            size: 0,
+            reason: "a reservation needs at least one page".into(),
+        });
+    }
+    if usize::try_from(b.size).is_err() || b.size > isize::MAX as u64 {
+        return Err(Error::InvalidSize {
+            size: b.size,
+            reason: "larger than this platform's address space".into(),
+        });
+    }
+    check_kernel()?;
+
+    // Nodes.
+    let with_memory: Vec<NodeId> = topo
+        .nodes
+        .iter()
+        .filter(|n| n.has_memory())
+        .map(|n| n.id)
+        .collect();
+    let mut nodes = b.nodes.clone();
+    nodes.sort_unstable();
+    nodes.dedup();
+    if nodes.is_empty() {
+        let local = sys::current_cpu().and_then(|c| topo.node_of_cpu(c));
+        let chosen = local
+            .filter(|n| with_memory.contains(n))
+            .or_else(|| with_memory.first().copied())
+            .ok_or_else(|| Error::InvalidConfig("no online node has memory".into()))?;
+        notes.push(format!(
+            "no node given: chose node {chosen} ({})",
+            if local == Some(chosen) {
+                "local to the calling CPU"
+            } else {
+                "first node with memory"
+            }
+        ));
+        nodes.push(chosen);
+    }
+    for &n in &nodes {
+        let node = topo.node(n).ok_or_else(|| Error::NodeAbsent {
+            node: n,
+            online: topo.node_ids(),
+        })?;
+        if !node.has_memory() {
+            return Err(Error::NodeWithoutMemory {
+                node: n,
+                with_memory: with_memory.clone(),
+            });
+        }
+    }
+    check_cpuset(&nodes)?;
+
+    // Page size.
+    let page_size = match b.page_size {
+        PageSize::Auto => {
+            let mut chosen = None;
+            for cand in PageSize::CONCRETE_LARGEST_FIRST {
+                match check_capacity(b, topo, &nodes, cand) {
+                    Ok(()) => {
+                        chosen = Some(cand);
+                        break;
+                    }
+                    Err(e) => notes.push(format!("auto: not {cand}: {}", short_reason(&e))),
+                }
+            }
+            // Base4K always fits the size check; if even it fails capacity, report that error.
+            match chosen {
+                Some(p) => p,
+                None => {
+                    check_capacity(b, topo, &nodes, PageSize::Base4K)?;
+                    PageSize::Base4K
+                }
+            }
+        }
+        p => {
+            check_capacity(b, topo, &nodes, p)?;
+            p
+        }
+    };
+
+    // Locking.
+    let lock = if page_size.is_hugetlb() {
+        LockKind::Hugetlb
+    } else if b.lock {
+        check_memlock(b.size)?;
+        LockKind::Mlock
+    } else {
+        LockKind::None
+    };
+
+    // Threads and CPUs.
+    let allowed = sys::affinity().map_err(|e| Error::sys("sched_getaffinity", e))?;
+    let mut node_cpus: Vec<u32> = nodes
+        .iter()
+        .filter_map(|n| topo.node(*n))
+        .flat_map(|n| n.cpus.iter().copied())
+        .filter(|c| allowed.binary_search(c).is_ok())
+        .collect();
+    node_cpus.sort_unstable();
+    if node_cpus.is_empty() {
+        notes.push(format!(
+            "node(s) {nodes:?} have no CPU this process may use: populating from all allowed CPUs {}",
+            format_cpulist(&allowed)
+        ));
+        node_cpus = allowed;
+    }
+    let threads = match b.threads {
+        Some(0) => return Err(Error::InvalidConfig("threads must be at least 1".into())),
+        Some(t) => t,
+        None => node_cpus.len().max(1),
+    };
+
+    Ok(Plan {
+        size: b.size,
+        page_size,
+        requested_page_size: b.page_size,
+        policy: b.policy,
+        nodes,
+        threads,
+        cpus: node_cpus,
+        lock,
+        noreserve: b.noreserve,
+        verify_limit: b.verify_limit,
+        notes,
+    })
+}
+
+fn short_reason(e: &Error) -> String {
+    match e {
+        Error::HugepagesShort {
+            node,
+            wanted,
+            free_on_node,
+            ..
+        } => {
+            format!("node {node} has {free_on_node} free, {wanted} needed")
+        }
+        Error::InvalidSize { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks that the size fits the page size and that the nodes can hold it.
+fn check_capacity(
+    b: &ReservationBuilder,
+    topo: &Topology,
+    nodes: &[NodeId],
+    page: PageSize,
+) -> Result<()> {
+    let gran = page.bytes().expect("concrete page size") as u64;
+    if b.size % gran != 0 {
+        let down = b.size / gran * gran;
+        let up = down + gran;
+        return Err(Error::InvalidSize {
+            size: b.size,
+            reason: if down == 0 {
+                format!(
+                    "smaller than one {} page ({page}); use {}",
+                    format_bytes(gran),
+                    format_bytes(up)
+                )
+            } else {
+                format!(
+                    "not a multiple of the {} page size ({page}); use {} or {}",
+                    format_bytes(gran),
+                    format_bytes(down),
+                    format_bytes(up)
+                )
+            },
+        });
+    }
+    match page {
+        PageSize::Transparent => {
+            if matches!(topo.thp, ThpMode::Never | ThpMode::Unsupported) {
+                return Err(Error::ThpUnavailable {
+                    mode: if topo.thp == ThpMode::Never {
+                        "never"
+                    } else {
+                        "unsupported"
+                    },
+                });
+            }
+            check_node_memory(b, topo, nodes, page)
+        }
+        PageSize::Base4K => check_node_memory(b, topo, nodes, page),
+        PageSize::Huge2M | PageSize::Huge1G => {
+            let pages = b.size / gran;
+            let free = |n: NodeId| {
+                topo.node(n)
+                    .and_then(|x| x.pool(page))
+                    .map_or(0, |p| p.free)
+            };
+            let short = |node: NodeId, wanted: u64, free_on_node: u64| Error::HugepagesShort {
+                node,
+                page_size: page,
+                wanted,
+                free_on_node,
+                free_elsewhere: topo.free_hugepages_elsewhere(page, &[node]),
+            };
+            match b.policy {
+                MemPolicy::Bind => {
+                    let total: u64 = nodes.iter().map(|&n| free(n)).sum();
+                    if total < pages {
+                        // Ask the first node to make up the whole deficit.
+                        let n = nodes[0];
+                        let others = total - free(n);
+                        return Err(short(n, pages - others, free(n)));
+                    }
+                }
+                MemPolicy::Interleave => {
+                    let share = pages.div_ceil(nodes.len() as u64);
+                    for &n in nodes {
+                        if free(n) < share {
+                            return Err(short(n, share, free(n)));
+                        }
+                    }
+                }
+                MemPolicy::Preferred => {
+                    let total: u64 = topo.nodes.iter().map(|x| free(x.id)).sum();
+                    if total < pages {
+                        return Err(short(
+                            nodes[0],
+                            pages - (total - free(nodes[0])),
+                            free(nodes[0]),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        PageSize::Auto => unreachable!("auto is resolved before"),
+    }
+}
+
+fn check_node_memory(
+    b: &ReservationBuilder,
+    topo: &Topology,
+    nodes: &[NodeId],
+    page: PageSize,
+) -> Result<()> {
+    let avail = |n: NodeId| topo.node(n).map_or(0, |x| x.mem_available_bytes());
+    match b.policy {
+        MemPolicy::Preferred => Ok(()),
+        MemPolicy::Bind => {
+            let total: u64 = nodes.iter().map(|&n| avail(n)).sum();
+            if total < b.size {
+                return Err(Error::NodeMemoryShort {
+                    node: nodes[0],
+                    page_size: page,
+                    requested: b.size,
+                    available: total,
+                });
+            }
+            Ok(())
+        }
+        MemPolicy::Interleave => {
+            let share = b.size.div_ceil(nodes.len() as u64);
+            for &n in nodes {
+                if avail(n) < share {
+                    return Err(Error::NodeMemoryShort {
+                        node: n,
+                        page_size: page,
+                        requested: share,
+                        available: avail(n),
+                    });
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_memlock(size: u64) -> Result<()> {
+    if sys::has_cap_ipc_lock() {
+        return Ok(());
+    }
+    let limit = sys::memlock_limit();
+    let locked = sys::locked_bytes();
+    if limit != u64::MAX && locked.saturating_add(size) > limit {
+        return Err(Error::MemlockLimit {
+            requested: size,
+            limit,
+            locked_already: locked,
+        });
+    }
+    Ok(())
+}
+
+fn check_cpuset(nodes: &[NodeId]) -> Result<()> {
+    let Some(allowed) = sys::proc_status_field("Mems_allowed_list") else {
+        return Ok(());
+    };
+    let Ok(allowed) = crate::topology::parse_cpulist(&allowed) else {
+        return Ok(());
+    };
+    if nodes.iter().all(|n| allowed.binary_search(&n.0).is_ok()) {
+        Ok(())
+    } else {
+        Err(Error::PolicyDenied {
+            call: "cpuset",
+            nodes: nodes.to_vec(),
+            denial: PolicyDenial::Cpuset,
+        })
+    }
+}
+
+fn check_kernel() -> Result<()> {
+    let rel = sys::kernel_release();
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if (major, minor) < (5, 14) {
+        return Err(Error::Unsupported {
+            what: "MADV_POPULATE_WRITE (Linux 5.14)",
+            kernel: rel,
+            fix: "run a kernel >= 5.14; numapin will not populate by touching pages because a short pool would kill the process with SIGBUS",
+        });
+    }
+    Ok(())
+}
+
+/// Why a policy call was refused: seccomp, cpuset, or something else.
+fn classify_denial(nodes: &[NodeId]) -> PolicyDenial {
+    if sys::proc_status_field("Seccomp").is_some_and(|v| v != "0") {
+        return PolicyDenial::Seccomp;
+    }
+    if check_cpuset(nodes).is_err() {
+        return PolicyDenial::Cpuset;
+    }
+    PolicyDenial::Other
+}
+
+fn policy_error(call: &'static str, errno: i32, nodes: &[NodeId]) -> Error {
+    match errno {
+        libc::EPERM => Error::PolicyDenied {
+            call,
+            nodes: nodes.to_vec(),
+            denial: classify_denial(nodes),
+        },
+        libc::EINVAL if check_cpuset(nodes).is_err() => Error::PolicyDenied {
+            call,
+            nodes: nodes.to_vec(),
+            denial: PolicyDenial::Cpuset,
+        },
+        libc::ENOSYS => Error::Unsupported {
+            what: "NUMA memory policies (CONFIG_NUMA)",
+            kernel: sys::kernel_release(),
+            fix: "use a kernel built with CONFIG_NUMA",
+        },
+        e => Error::sys(call, e),
+    }
+}
+
+fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
+    match policy {
+        MemPolicy::Bind => libc::MPOL_BIND,
+        MemPolicy::Interleave => libc::MPOL_INTERLEAVE,
+        MemPolicy::Preferred if nodes.len() == 1 => libc::MPOL_PREFERRED,
+        MemPolicy::Preferred => sys::MPOL_PREFERRED_MANY,
+    }
+}
+
+/// Re-reads the pools to describe a shortage the kernel found after the preflight passed.
+fn pool_short_now(plan: &Plan) -> Error {
+    let page = plan.page_size;
+    let gran = page.bytes().unwrap_or(1) as u64;
+    let node = plan.nodes[0];
+    match Topology::from_sysfs() {
+        Ok(t) => Error::HugepagesShort {
+            node,
+            page_size: page,
+            wanted: plan.size / gran,
+            free_on_node: t
+                .node(node)
+                .and_then(|n| n.pool(page))
+                .map_or(0, |p| p.free),
+            free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
+        },
+        Err(e) => e,
+    }
+}
+
+fn map(plan: &Plan) -> Result<Mapping> {
+    let len = plan.size as usize;
+    let nodes = &plan.nodes;
+    match plan.page_size {
+        PageSize::Huge2M | PageSize::Huge1G => {
+            let backing = if plan.page_size == PageSize::Huge2M {
+                Backing::Huge2M
+            } else {
+                Backing::Huge1G
+            };
+            // Map from a short-lived thread holding MPOL_BIND, so the kernel's hugetlb
+            // reservation (hugetlb_acct_memory) counts only the free pages of the target
+            // nodes, and so the caller's own thread policy is never touched.
+            let bind_at_map = plan.policy == MemPolicy::Bind;
+            let mask = NodeMask::new(nodes);
+            let r = std::thread::scope(|s| {
+                s.spawn(|| {
+                    if bind_at_map {
+                        sys::set_mempolicy(libc::MPOL_BIND, Some(&mask))
+                            .map_err(|e| policy_error("set_mempolicy", e, nodes))?;
+                    }
+                    sys::mmap_anonymous(len, backing, plan.noreserve)
+                        .map(|ptr| ptr.as_ptr() as usize)
+                        .map_err(|e| match e {
+                            libc::ENOMEM => pool_short_now(plan),
+                            e => Error::sys("mmap", e),
+                        })
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Error::sys("mmap", libc::EIO)))
+            })?;
+            let ptr = NonNull::new(r as *mut u8).expect("mmap never returns null on success");
+            Ok(Mapping { ptr, len })
+        }
+        PageSize::Transparent => {
+            // Align to 2 MiB so that every 2 MiB of the region can be one huge page.
+            const HUGE: usize = 2 << 20;
+            let over = len + HUGE;
+            let raw = sys::mmap_anonymous(over, Backing::Base, plan.noreserve)
+                .map_err(|e| Error::sys("mmap", e))?;
+            let start = raw.as_ptr() as usize;
+            let aligned = start.next_multiple_of(HUGE);
+            let head = aligned - start;
+            let tail = over - head - len;
+            // SAFETY: head and tail lie inside the mapping just created and nothing refers to
+            // them; the aligned middle stays mapped.
+            unsafe {
+                if head > 0 {
+                    sys::munmap(raw, head).map_err(|e| Error::sys("munmap", e))?;
+                }
+                if tail > 0 {
+                    let t = NonNull::new((aligned + len) as *mut u8).expect("non-null");
+                    sys::munmap(t, tail).map_err(|e| Error::sys("munmap", e))?;
+                }
+            }
+            let ptr = NonNull::new(aligned as *mut u8).expect("non-null");
+            Ok(Mapping { ptr, len })
+        }
+        PageSize::Base4K => {
+            let ptr = sys::mmap_anonymous(len, Backing::Base, plan.noreserve)
+                .map_err(|e| Error::sys("mmap", e))?;
+            Ok(Mapping { ptr, len })
+        }
+        PageSize::Auto => unreachable!("resolved in preflight"),
+    }
+}
+
+fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
+    let mut notes = plan.notes.clone();
+    let t_map = Instant::now();
+    let map = map(&plan)?;
+    let len = map.len;
+
+    // Bind before the first fault.
+    let mask = NodeMask::new(&plan.nodes);
+    let flags = if plan.policy == MemPolicy::Bind {
+        sys::MPOL_MF_STRICT | sys::MPOL_MF_MOVE
+    } else {
+        0
+    };
+    sys::mbind(
+        map.ptr,
+        len,
+        mpol_mode(plan.policy, &plan.nodes),
+        &mask,
+        flags,
+    )
+    .map_err(|e| {
+        if e == libc::EINVAL && plan.policy == MemPolicy::Preferred && plan.nodes.len() > 1 {
+            Error::Unsupported {
+                what: "MPOL_PREFERRED_MANY (Linux 5.15)",
+                kernel: sys::kernel_release(),
+                fix: "prefer a single node, or run a kernel >= 5.15",
+            }
+        } else {
+            policy_error("mbind", e, &plan.nodes)
+        }
+    })?;
+
+    // Advice: keep guest memory out of core dumps and children, away from KSM.
+    sys::madvise(map.ptr, len, libc::MADV_DONTDUMP)
+        .map_err(|e| Error::sys("madvise(MADV_DONTDUMP)", e))?;
+    sys::madvise(map.ptr, len, libc::MADV_DONTFORK)
+        .map_err(|e| Error::sys("madvise(MADV_DONTFORK)", e))?;
+    match sys::madvise(map.ptr, len, libc::MADV_UNMERGEABLE) {
+        Ok(()) => {}
+        // A kernel without CONFIG_KSM refuses the advice; then nothing can merge anyway.
+        Err(libc::EINVAL) => notes.push("kernel has no KSM: MADV_UNMERGEABLE skipped".into()),
+        Err(e) => return Err(Error::sys("madvise(MADV_UNMERGEABLE)", e)),
+    }
+    if plan.page_size == PageSize::Transparent {
+        sys::madvise(map.ptr, len, libc::MADV_HUGEPAGE)
+            .map_err(|e| Error::sys("madvise(MADV_HUGEPAGE)", e))?;
+    }
+
+    if plan.lock == LockKind::Mlock {
+        sys::mlock2(map.ptr, len, true).map_err(|e| match e {
+            libc::ENOMEM | libc::EAGAIN | libc::EPERM => Error::MemlockLimit {
+                requested: plan.size,
+                limit: sys::memlock_limit(),
+                locked_already: sys::locked_bytes(),
+            },
+            e => Error::sys("mlock2", e),
+        })?;
+    }
+    let map_seconds = t_map.elapsed().as_secs_f64();
+
+    // Populate.
+    let native = plan.page_size.native_bytes().expect("concrete");
+    let gran = plan.page_size.bytes().expect("concrete");
+    let work = populate::Plan {
+        base: map.ptr,
+        len,
+        chunk: populate::chunk_size(len, plan.threads, native, native.max(2 << 20)),
+        threads: plan.threads,
+        cpus: plan.cpus.clone(),
+    };
+    let t_pop = Instant::now();
+    let (outcome, r) = populate::run(&work, |addr, _, l| populate::populate_write(addr, l));
+    let populate_seconds = t_pop.elapsed().as_secs_f64();
+    if let Some(e) = outcome.pin_failed {
+        notes.push(format!(
+            "could not pin workers to cpus {}: {}",
+            format_cpulist(&plan.cpus),
+            std::io::Error::from_raw_os_error(e)
+        ));
+    }
+    r.map_err(|c| {
+        if c.errno == libc::EINVAL && plan.page_size.is_hugetlb() {
+            return Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno);
+        }
+        Error::Populate {
+            offset: c.offset as u64,
+            len: c.len as u64,
+            errno: c.errno,
+            page_size: plan.page_size,
+            nodes: plan.nodes.clone(),
+        }
+    })?;
+
+    // Verify.
+    let t_ver = Instant::now();
+    let total_pages = (len / gran) as u64;
+    let stride_pages = total_pages.div_ceil(plan.verify_limit).max(1) as usize;
+    let stride = stride_pages * gran;
+    let hist = std::sync::Mutex::new(Histogram::default());
+    let vplan = populate::Plan {
+        chunk: work.chunk.div_ceil(stride) * stride,
+        ..work.clone()
+    };
+    let (_, r) = populate::run(&vplan, |addr, _, l| {
+        let mut h = Histogram::default();
+        populate::query_nodes(addr, l, stride, &mut h)?;
+        hist.lock().unwrap_or_else(|p| p.into_inner()).merge(&h);
+        Ok(())
+    });
+    r.map_err(|c| Error::sys("move_pages", c.errno))?;
+    let hist = hist.into_inner().unwrap_or_else(|p| p.into_inner());
+    let verify_seconds = t_ver.elapsed().as_secs_f64();
+    let scale = stride as u64;
+    let placement: BTreeMap<NodeId, u64> = hist
+        .per_node
+        .iter()
+        .map(|(n, c)| (NodeId(*n), c * scale))
+        .collect();
+    let misplaced = hist.missing
+        + hist
+            .per_node
+            .iter()
+            .filter(|(n, _)| !plan.nodes.contains(&NodeId(**n)))
+            .map(|(_, c)| c)
+            .sum::<u64>();
+    if misplaced > 0 && plan.policy != MemPolicy::Preferred {
+        return Err(Error::Misplaced {
+            expected: plan.nodes.clone(),
+            misplaced,
+            placement: placement.into_iter().collect(),
+        });
+    }
+    if hist.missing > 0 {
+        return Err(Error::Misplaced {
+            expected: plan.nodes.clone(),
+            misplaced: hist.missing,
+            placement: placement.into_iter().collect(),
+        });
+    }
+    if plan.policy == MemPolicy::Preferred && misplaced > 0 {
+        notes.push(format!(
+            "{} fell back to other nodes (preferred node(s) {:?} were full)",
+            format_bytes(misplaced * scale),
+            plan.nodes
+        ));
+    }
+
+    let thp_bytes = if plan.page_size == PageSize::Transparent {
+        let t = crate::smaps::anon_huge_bytes(map.ptr.as_ptr() as usize).unwrap_or(0);
+        if t < plan.size {
+            notes.push(format!(
+                "THP: only {} of {} is backed by huge pages (the kernel could not find enough free 2 MiB blocks on the node)",
+                format_bytes(t),
+                format_bytes(plan.size)
+            ));
+        }
+        Some(t)
+    } else {
+        None
+    };
+
+    let report = Report {
+        size_bytes: plan.size,
+        page_size_bytes: gran as u64,
+        page_size: plan.page_size,
+        requested_page_size: plan.requested_page_size,
+        policy: plan.policy,
+        nodes: plan.nodes.clone(),
+        placement,
+        verified_pages: hist.queried,
+        total_pages,
+        verified_all: stride_pages == 1,
+        locked: plan.lock != LockKind::None,
+        lock: plan.lock,
+        thp_bytes,
+        threads: work.threads.min(len.div_ceil(work.chunk)),
+        pinned_cpus: plan.cpus.clone(),
+        worker_cpus: outcome.worker_cpus,
+        preflight_seconds,
+        map_seconds,
+        populate_seconds,
+        verify_seconds,
+        notes,
+    };
+    Ok(Reservation { map, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_errors_say_what_to_use() {
+        let e = Reservation::builder(3 << 20)
+            .page_size(PageSize::Huge2M)
+            .preflight()
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::InvalidSize { .. }), "{m}");
+        assert!(m.contains("2 MiB") && m.contains("4 MiB"), "{m}");
+        assert!(matches!(
+            Reservation::builder(0).preflight().unwrap_err(),
+            Error::InvalidSize { size: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn absent_node_is_named() {
+        let e = Reservation::builder(2 << 20)
+            .node(NodeId(4000))
+            .preflight()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::NodeAbsent {
+                    node: NodeId(4000),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn small_base_page_reservation() {
+        let mut r = Reservation::builder(8 << 20)
+            .page_size(PageSize::Base4K)
+            .lock(false)
+            .threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(r.len(), 8 << 20);
+        assert!(r.as_slice().iter().all(|&b| b == 0));
+        r.as_mut_slice()[12345] = 7;
+        assert_eq!(r.as_slice()[12345], 7);
+        let rep = r.report();
+        assert_eq!(rep.placement.values().sum::<u64>(), 8 << 20);
+        assert!(rep.verified_all);
+        assert_eq!(rep.verified_pages, rep.total_pages);
+    }
+}

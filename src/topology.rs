@@ -1,0 +1,630 @@
+//! NUMA topology read from sysfs: nodes, their CPUs and memory, per-node hugepage pools and
+//! the distance matrix.
+//!
+//! Everything here is parsed by pure functions over strings ([`parse_cpulist`],
+//! [`parse_node_meminfo`], [`parse_distances`]) so they can be fuzzed; [`Topology::from_sysfs`]
+//! only reads files and calls them. No C library is needed, so VMMs that build static binaries
+//! can use it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::units::{NodeId, PageSize};
+
+/// The largest CPU or node id a list may name; guards against a hostile file making us
+/// allocate gigabytes (the kernel's own limit, `NR_CPUS`, is 8192 on distribution kernels).
+pub const MAX_LIST_ID: u32 = 1 << 16;
+
+/// One per-node hugetlb pool (`/sys/devices/system/node/nodeN/hugepages/hugepages-SIZEkB`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HugepagePool {
+    /// Page size of this pool in bytes (2 MiB or 1 GiB on x86-64).
+    pub page_size_bytes: u64,
+    /// Pages in the pool (`nr_hugepages`).
+    pub total: u64,
+    /// Pages not yet faulted in by anyone (`free_hugepages`). Pages reserved by another
+    /// process's mapping but not yet faulted still count as free here: the kernel keeps
+    /// reservations globally, not per node.
+    pub free: u64,
+    /// Surplus pages above `nr_hugepages` allocated through overcommit (`surplus_hugepages`).
+    pub surplus: u64,
+}
+
+impl HugepagePool {
+    /// The [`PageSize`] of this pool, if it is one numapin knows.
+    pub fn page_size(&self) -> Option<PageSize> {
+        PageSize::hugetlb_from_bytes(self.page_size_bytes)
+    }
+
+    /// Free bytes in the pool.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.saturating_mul(self.page_size_bytes)
+    }
+}
+
+/// One NUMA node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct NumaNode {
+    /// The kernel's id for the node.
+    pub id: NodeId,
+    /// Online CPUs of this node, ascending. Empty for a CPU-less node.
+    pub cpus: Vec<u32>,
+    /// `MemTotal` of the node (includes its hugetlb pools). Zero for a memory-less node.
+    pub mem_total_bytes: u64,
+    /// `MemFree` of the node (excludes its hugetlb pools).
+    pub mem_free_bytes: u64,
+    /// Memory the kernel could reclaim on this node without swap: file pages and reclaimable
+    /// slab (`Active(file) + Inactive(file) + SReclaimable`). An upper bound.
+    pub mem_reclaimable_bytes: u64,
+    /// Memory present on the node that the page allocator does not manage yet, from
+    /// `/proc/zoneinfo` (`present - managed`). Kernels with deferred struct-page
+    /// initialisation (common in VMs) hand it to the allocator on demand, so it is available
+    /// although `MemFree` does not count it; on other kernels it is memory reserved at boot
+    /// (a small overestimate).
+    pub mem_deferred_bytes: u64,
+    /// Hugetlb pools of this node, smallest page size first.
+    pub hugepages: Vec<HugepagePool>,
+}
+
+impl NumaNode {
+    /// Whether the node has memory at all (a memory-less node only has CPUs).
+    pub fn has_memory(&self) -> bool {
+        self.mem_total_bytes > 0
+    }
+
+    /// The pool of the given hugetlb page size, if the kernel offers one on this node.
+    pub fn pool(&self, page: PageSize) -> Option<&HugepagePool> {
+        let bytes = page.bytes()? as u64;
+        self.hugepages.iter().find(|p| p.page_size_bytes == bytes)
+    }
+
+    /// Base-page memory this node could hand out now: free, reclaimable and not yet
+    /// initialised (deferred) memory. A necessary condition, not a promise: the kernel has the
+    /// last word at fault time.
+    pub fn mem_available_bytes(&self) -> u64 {
+        self.mem_free_bytes
+            .saturating_add(self.mem_reclaimable_bytes)
+            .saturating_add(self.mem_deferred_bytes)
+    }
+}
+
+/// The system-wide transparent-hugepage mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum ThpMode {
+    /// THP for every anonymous mapping.
+    Always,
+    /// THP only where the program asks (`MADV_HUGEPAGE`); numapin asks.
+    Madvise,
+    /// THP disabled: a `Transparent` request would get base pages only.
+    Never,
+    /// The kernel has no THP support (file absent).
+    Unsupported,
+}
+
+/// The host's NUMA topology at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Topology {
+    /// Online nodes, ascending by id.
+    pub nodes: Vec<NumaNode>,
+    /// `distances[i][j]`: the kernel's distance from `nodes[i]` to `nodes[j]` (10 = local).
+    pub distances: Vec<Vec<u32>>,
+    /// Transparent-hugepage mode.
+    pub thp: ThpMode,
+}
+
+impl Topology {
+    /// Reads the topology of this host from `/sys`.
+    ///
+    /// # Errors
+    /// [`Error::Sysfs`] names a file that could not be read, [`Error::Parse`] one whose contents
+    /// were not what the kernel writes.
+    pub fn from_sysfs() -> Result<Topology> {
+        Topology::from_roots(Path::new("/sys"), Path::new("/proc"))
+    }
+
+    /// Reads the topology from a sysfs tree rooted at `root` (normally `/sys`) and a procfs
+    /// rooted at `proc` (normally `/proc`; only `zoneinfo` is read, and may be absent). Useful
+    /// to read a copy of another host's files.
+    ///
+    /// # Errors
+    /// As [`Topology::from_sysfs`].
+    pub fn from_roots(root: &Path, proc: &Path) -> Result<Topology> {
+        let zones = match fs::read_to_string(proc.join("zoneinfo")) {
+            Ok(s) => parse_zoneinfo(&s).map_err(|e| Error::parse(proc.join("zoneinfo"), e))?,
+            Err(_) => BTreeMap::new(),
+        };
+        let node_dir = root.join("devices/system/node");
+        let online_nodes = parse_cpulist(&read(&node_dir.join("online"))?)
+            .map_err(|e| Error::parse(node_dir.join("online"), e))?;
+        let online_cpus_path = root.join("devices/system/cpu/online");
+        let online_cpus = parse_cpulist(&read(&online_cpus_path)?)
+            .map_err(|e| Error::parse(online_cpus_path.clone(), e))?;
+
+        let mut nodes = Vec::with_capacity(online_nodes.len());
+        let mut raw_distances = Vec::with_capacity(online_nodes.len());
+        for id in online_nodes.iter().copied() {
+            let dir = node_dir.join(format!("node{id}"));
+            let cpulist = dir.join("cpulist");
+            let mut cpus = parse_cpulist(&read(&cpulist)?).map_err(|e| Error::parse(cpulist, e))?;
+            cpus.retain(|c| online_cpus.binary_search(c).is_ok());
+
+            let meminfo_path = dir.join("meminfo");
+            let meminfo = parse_node_meminfo(&read(&meminfo_path)?)
+                .map_err(|e| Error::parse(meminfo_path.clone(), e))?;
+            let field = |k: &str| meminfo.get(k).copied().unwrap_or(0);
+            let mem_total_bytes = meminfo
+                .get("MemTotal")
+                .copied()
+                .ok_or_else(|| Error::parse(meminfo_path.clone(), "no MemTotal line".into()))?;
+
+            let hugepages = read_pools(&dir.join("hugepages"))?;
+            let dist_path = dir.join("distance");
+            raw_distances
+                .push(parse_distances(&read(&dist_path)?).map_err(|e| Error::parse(dist_path, e))?);
+
+            nodes.push(NumaNode {
+                id: NodeId(id),
+                cpus,
+                mem_total_bytes,
+                mem_free_bytes: field("MemFree"),
+                mem_reclaimable_bytes: field("Active(file)")
+                    .saturating_add(field("Inactive(file)"))
+                    .saturating_add(field("SReclaimable")),
+                mem_deferred_bytes: zones.get(&id).map_or(0, |z| {
+                    z.present_pages
+                        .saturating_sub(z.managed_pages)
+                        .saturating_mul(crate::units::base_page_size() as u64)
+                }),
+                hugepages,
+            });
+        }
+
+        // The kernel prints one distance per *possible* node in id order; keep the columns of
+        // online nodes. Where the row is as long as the online list, it is already that.
+        let possible = match fs::read_to_string(node_dir.join("possible")) {
+            Ok(s) => parse_cpulist(&s).unwrap_or_else(|_| online_nodes.clone()),
+            Err(_) => online_nodes.clone(),
+        };
+        let distances = raw_distances
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| select_distance_columns(&row, &online_nodes, &possible, i))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| Error::parse(node_dir.join("node*/distance"), e))?;
+
+        let thp_path = root.join("kernel/mm/transparent_hugepage/enabled");
+        let thp = match fs::read_to_string(&thp_path) {
+            Ok(s) => parse_thp_mode(&s).map_err(|e| Error::parse(thp_path, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => ThpMode::Unsupported,
+            Err(source) => {
+                return Err(Error::Sysfs {
+                    path: thp_path,
+                    source,
+                })
+            }
+        };
+
+        Ok(Topology {
+            nodes,
+            distances,
+            thp,
+        })
+    }
+
+    /// The node with this id, if it is online.
+    pub fn node(&self, id: NodeId) -> Option<&NumaNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The ids of all online nodes.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The node that owns a CPU, if any.
+    pub fn node_of_cpu(&self, cpu: u32) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|n| n.cpus.binary_search(&cpu).is_ok())
+            .map(|n| n.id)
+    }
+
+    /// Distance between two online nodes.
+    pub fn distance(&self, from: NodeId, to: NodeId) -> Option<u32> {
+        let i = self.nodes.iter().position(|n| n.id == from)?;
+        let j = self.nodes.iter().position(|n| n.id == to)?;
+        self.distances.get(i)?.get(j).copied()
+    }
+
+    /// Free pages of a hugetlb size summed over every node except those in `except`.
+    pub fn free_hugepages_elsewhere(&self, page: PageSize, except: &[NodeId]) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| !except.contains(&n.id))
+            .filter_map(|n| n.pool(page))
+            .map(|p| p.free)
+            .sum()
+    }
+}
+
+fn select_distance_columns(
+    row: &[u32],
+    online: &[u32],
+    possible: &[u32],
+    i: usize,
+) -> std::result::Result<Vec<u32>, String> {
+    if row.len() == online.len() {
+        return Ok(row.to_vec());
+    }
+    if row.len() == possible.len() {
+        return online
+            .iter()
+            .map(|id| {
+                possible
+                    .iter()
+                    .position(|p| p == id)
+                    .map(|k| row[k])
+                    .ok_or_else(|| format!("online node {id} is not in the possible list"))
+            })
+            .collect();
+    }
+    Err(format!(
+        "distance row of node index {i} has {} entries, expected {} (online) or {} (possible)",
+        row.len(),
+        online.len(),
+        possible.len()
+    ))
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| Error::Sysfs {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_u64(path: &Path) -> Result<u64> {
+    let s = read(path)?;
+    s.trim().parse().map_err(|_| {
+        Error::parse(
+            path.to_path_buf(),
+            format!("{:?} is not a number", s.trim()),
+        )
+    })
+}
+
+fn read_pools(dir: &Path) -> Result<Vec<HugepagePool>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // A kernel without hugetlbfs has no such directory: no pools, not an error.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Sysfs {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut pools = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Sysfs {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let Some(kib) = parse_hugepage_dir_name(&name.to_string_lossy()) else {
+            continue;
+        };
+        let p = entry.path();
+        pools.push(HugepagePool {
+            page_size_bytes: kib.saturating_mul(1024),
+            total: read_u64(&p.join("nr_hugepages"))?,
+            free: read_u64(&p.join("free_hugepages"))?,
+            surplus: read_u64(&p.join("surplus_hugepages"))?,
+        });
+    }
+    pools.sort_by_key(|p| p.page_size_bytes);
+    Ok(pools)
+}
+
+/// Parses a hugepage pool directory name (`hugepages-2048kB`) into its page size in KiB.
+pub fn parse_hugepage_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix("hugepages-")?
+        .strip_suffix("kB")?
+        .parse()
+        .ok()
+        .filter(|&k: &u64| k > 0)
+}
+
+/// Parses a kernel cpulist / nodelist (`0-3,8,10-11`, empty for none) into sorted, unique ids.
+///
+/// # Errors
+/// A message naming the bad element. Ids above [`MAX_LIST_ID`] are refused.
+pub fn parse_cpulist(s: &str) -> std::result::Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(out);
+    }
+    for part in s.split(',') {
+        let part = part.trim();
+        let num = |x: &str| -> std::result::Result<u32, String> {
+            let v: u32 = x
+                .trim()
+                .parse()
+                .map_err(|_| format!("{x:?} in list element {part:?} is not a number"))?;
+            if v > MAX_LIST_ID {
+                return Err(format!("id {v} is larger than {MAX_LIST_ID}"));
+            }
+            Ok(v)
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+        if out.len() > MAX_LIST_ID as usize + 1 {
+            return Err("list names more ids than can exist".into());
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Formats ids as a compact cpulist (`0-3,8`), the inverse of [`parse_cpulist`].
+pub fn format_cpulist(ids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        let mut end = start;
+        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+            i += 1;
+            end = ids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Parses a per-node meminfo file (`Node 0 MemTotal:   24576000 kB` per line) into a map
+/// from field name to bytes. Lines without a `kB` suffix (the `HugePages_*` counts) are kept
+/// as plain numbers.
+///
+/// # Errors
+/// A message naming the first line that does not have the kernel's shape.
+pub fn parse_node_meminfo(s: &str) -> std::result::Result<BTreeMap<String, u64>, String> {
+    let mut out = BTreeMap::new();
+    for (no, line) in s.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || {
+            format!(
+                "line {}: {line:?} is not `Node N Field: value [kB]`",
+                no + 1
+            )
+        };
+        let rest = line.trim().strip_prefix("Node").ok_or_else(bad)?;
+        let rest = rest.trim_start();
+        let (_node, rest) = rest.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let (key, value) = rest.split_once(':').ok_or_else(bad)?;
+        let mut words = value.split_whitespace();
+        let n: u64 = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let bytes = match words.next() {
+            Some("kB") => n.checked_mul(1024).ok_or_else(bad)?,
+            None => n,
+            Some(_) => return Err(bad()),
+        };
+        if words.next().is_some() {
+            return Err(bad());
+        }
+        out.insert(key.trim().to_string(), bytes);
+    }
+    Ok(out)
+}
+
+/// Page counts of one node, summed over its zones, from `/proc/zoneinfo`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZonePages {
+    /// Physical pages present.
+    pub present_pages: u64,
+    /// Pages managed by the page allocator.
+    pub managed_pages: u64,
+}
+
+/// Parses `/proc/zoneinfo` into per-node sums of present and managed pages.
+///
+/// # Errors
+/// A message naming a malformed `present`/`managed` line or zone header.
+pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, String> {
+    let mut out: BTreeMap<u32, ZonePages> = BTreeMap::new();
+    let mut node = None;
+    for line in s.lines() {
+        if let Some(rest) = line.strip_prefix("Node ") {
+            let id = rest
+                .split(',')
+                .next()
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .filter(|&n| n <= MAX_LIST_ID)
+                .ok_or_else(|| format!("zone header {line:?} has no node id"))?;
+            node = Some(id);
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(key @ ("present" | "managed")), Some(v), None) =
+            (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let v: u64 = v
+            .parse()
+            .map_err(|_| format!("{key} {v:?} is not a number"))?;
+        let n = node.ok_or_else(|| format!("{key} line before any zone header"))?;
+        let z = out.entry(n).or_default();
+        if key == "present" {
+            z.present_pages = z.present_pages.saturating_add(v);
+        } else {
+            z.managed_pages = z.managed_pages.saturating_add(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a node's `distance` file (`10 21 21`).
+///
+/// # Errors
+/// A message naming the first entry that is not a number.
+pub fn parse_distances(s: &str) -> std::result::Result<Vec<u32>, String> {
+    let v = s
+        .split_whitespace()
+        .map(|w| {
+            w.parse()
+                .map_err(|_| format!("distance {w:?} is not a number"))
+        })
+        .collect::<std::result::Result<Vec<u32>, _>>()?;
+    if v.len() > MAX_LIST_ID as usize {
+        return Err("too many distances".into());
+    }
+    Ok(v)
+}
+
+/// Parses `/sys/kernel/mm/transparent_hugepage/enabled` (`always [madvise] never`).
+///
+/// # Errors
+/// A message when no mode is bracketed.
+pub fn parse_thp_mode(s: &str) -> std::result::Result<ThpMode, String> {
+    let sel = s
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+        .ok_or_else(|| format!("no [selected] mode in {:?}", s.trim()))?;
+    match sel {
+        "always" => Ok(ThpMode::Always),
+        "madvise" => Ok(ThpMode::Madvise),
+        "never" => Ok(ThpMode::Never),
+        other => Err(format!("unknown THP mode {other:?}")),
+    }
+}
+
+/// The sysfs file holding a node's pool size for a hugetlb page size: write a page count to it
+/// to resize the pool.
+pub fn nr_hugepages_path(node: NodeId, page: PageSize) -> PathBuf {
+    let kib = page.bytes().unwrap_or(0) / 1024;
+    PathBuf::from(format!(
+        "/sys/devices/system/node/node{node}/hugepages/hugepages-{kib}kB/nr_hugepages"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpulists() {
+        assert_eq!(
+            parse_cpulist("0-3,8,10-11\n").unwrap(),
+            vec![0, 1, 2, 3, 8, 10, 11]
+        );
+        assert_eq!(parse_cpulist("\n").unwrap(), Vec::<u32>::new());
+        assert_eq!(parse_cpulist("5").unwrap(), vec![5]);
+        assert_eq!(parse_cpulist("3,1,1").unwrap(), vec![1, 3]);
+        assert!(parse_cpulist("3-1").is_err());
+        assert!(parse_cpulist("a").is_err());
+        assert!(parse_cpulist("0-4294967295").is_err());
+        assert!(parse_cpulist("1,,2").is_err());
+        assert_eq!(format_cpulist(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(format_cpulist(&[]), "");
+    }
+
+    #[test]
+    fn meminfo() {
+        let m = parse_node_meminfo(
+            "Node 0 MemTotal:       24576000 kB\nNode 0 MemFree:        100 kB\nNode 0 HugePages_Total:     3\n",
+        )
+        .unwrap();
+        assert_eq!(m["MemTotal"], 24_576_000 * 1024);
+        assert_eq!(m["MemFree"], 102_400);
+        assert_eq!(m["HugePages_Total"], 3);
+        assert!(parse_node_meminfo("Node 0 MemTotal 5 kB").is_err());
+        assert!(parse_node_meminfo("Node 0 MemTotal: x kB").is_err());
+        assert!(parse_node_meminfo("Node 0 MemTotal: 5 MB").is_err());
+        assert!(parse_node_meminfo("Node 0 MemTotal: 18446744073709551615 kB").is_err());
+    }
+
+    #[test]
+    fn zoneinfo() {
+        let z = parse_zoneinfo(
+            "Node 0, zone      DMA\n  pages free     3840\n        present  3998\n        managed  3840\nNode 0, zone   Normal\n        present  100\n        managed  50\nNode 1, zone Normal\n present 7\n managed 7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            z[&0],
+            ZonePages {
+                present_pages: 4098,
+                managed_pages: 3890
+            }
+        );
+        assert_eq!(z[&1].present_pages, 7);
+        assert!(parse_zoneinfo("        present  3998\n").is_err());
+        assert!(parse_zoneinfo("Node x, zone DMA\n").is_err());
+    }
+
+    #[test]
+    fn distances_and_thp() {
+        assert_eq!(parse_distances("10 21\n").unwrap(), vec![10, 21]);
+        assert!(parse_distances("10 x").is_err());
+        assert_eq!(
+            parse_thp_mode("always [madvise] never\n").unwrap(),
+            ThpMode::Madvise
+        );
+        assert!(parse_thp_mode("always madvise never").is_err());
+        assert_eq!(parse_hugepage_dir_name("hugepages-2048kB"), Some(2048));
+        assert_eq!(parse_hugepage_dir_name("hugepages-kB"), None);
+        assert_eq!(
+            select_distance_columns(&[10, 20, 30], &[0, 2], &[0, 1, 2], 0).unwrap(),
+            vec![10, 30]
+        );
+    }
+
+    #[test]
+    fn this_host() {
+        // The real kernel's sysfs, whatever shape it has: every online CPU belongs to at most one
+        // node, and the distance matrix is square with 10 on the diagonal.
+        let t = Topology::from_sysfs().expect("this host's sysfs parses");
+        assert!(!t.nodes.is_empty());
+        let n = t.nodes.len();
+        assert_eq!(t.distances.len(), n);
+        for (i, row) in t.distances.iter().enumerate() {
+            assert_eq!(row.len(), n);
+            assert_eq!(row[i], 10);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for node in &t.nodes {
+            for c in &node.cpus {
+                assert!(seen.insert(*c), "cpu {c} in two nodes");
+            }
+        }
+    }
+}

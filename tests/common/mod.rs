@@ -1,0 +1,91 @@
+//! Shared helpers of the integration tests: privileged-test gating and kernel-side readings.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::Path;
+
+/// Whether CI demands that privileged tests run (`NUMAPIN_REQUIRE_PRIVILEGED=1`).
+pub fn require_privileged() -> bool {
+    std::env::var("NUMAPIN_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns false, printing why) when `ok` is false; under
+/// `NUMAPIN_REQUIRE_PRIVILEGED=1` panics instead, so that CI never skips silently.
+#[must_use]
+pub fn need(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if require_privileged() {
+        panic!("NUMAPIN_REQUIRE_PRIVILEGED=1 but this test cannot run: {what}");
+    }
+    eprintln!("SKIP: {what}");
+    false
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Reads a number from a sysfs file.
+pub fn read_u64(path: impl AsRef<Path>) -> u64 {
+    let p = path.as_ref();
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("parse {}: {e}", p.display()))
+}
+
+/// The pool directory of a node and page size in KiB (`2048`, `1048576`).
+pub fn pool_dir(node: u32, kib: u64) -> String {
+    format!("/sys/devices/system/node/node{node}/hugepages/hugepages-{kib}kB")
+}
+
+/// Free pages in a node's pool (0 when the pool does not exist).
+pub fn free_pages(node: u32, kib: u64) -> u64 {
+    let p = format!("{}/free_hugepages", pool_dir(node, kib));
+    if Path::new(&p).exists() {
+        read_u64(p)
+    } else {
+        0
+    }
+}
+
+/// A cross-process lock for tests that use hugepage pools. Tests that assert exact pool deltas
+/// take it exclusively; tests that only use pages take it shared. Different test binaries and
+/// concurrent `cargo test` runs on the same machine (pools are host-wide) serialize through it.
+pub struct PoolLock(#[allow(dead_code)] File);
+
+fn pool_lock(exclusive: bool) -> PoolLock {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/numapin-test-hugepages.lock")
+        .expect("open the pool lock file");
+    use std::os::fd::AsRawFd;
+    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    // SAFETY: flock on a descriptor we own; the lock is released when the file is closed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), op) };
+    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    PoolLock(f)
+}
+
+/// Takes the pool lock exclusively (exact pool counts are asserted).
+pub fn pools_exclusive() -> PoolLock {
+    pool_lock(true)
+}
+
+/// Takes the pool lock shared (pages are used, counts not asserted).
+pub fn pools_shared() -> PoolLock {
+    pool_lock(false)
+}
