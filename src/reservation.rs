@@ -1022,11 +1022,19 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
     r.map_err(|c| Error::sys("move_pages", c.errno))?;
     let hist = hist.into_inner().unwrap_or_else(|p| p.into_inner());
     let verify_seconds = t_ver.elapsed().as_secs_f64();
-    let scale = stride as u64;
+    // Bytes per node: exact when every page was checked, the sample's share of the size
+    // otherwise.
+    let share = |c: u64| -> u64 {
+        if stride_pages == 1 {
+            c * gran as u64
+        } else {
+            (u128::from(plan.size) * u128::from(c) / u128::from(hist.queried.max(1))) as u64
+        }
+    };
     let placement: BTreeMap<NodeId, u64> = hist
         .per_node
         .iter()
-        .map(|(n, c)| (NodeId(*n), c * scale))
+        .map(|(n, c)| (NodeId(*n), share(*c)))
         .collect();
     let misplaced = hist.missing
         + hist
@@ -1052,7 +1060,7 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
     if plan.policy == MemPolicy::Preferred && misplaced > 0 {
         notes.push(format!(
             "{} fell back to other nodes (preferred node(s) {:?} were full)",
-            format_bytes(misplaced * scale),
+            format_bytes(share(misplaced)),
             plan.nodes
         ));
     }

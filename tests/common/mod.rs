@@ -73,7 +73,11 @@ fn pool_lock(exclusive: bool) -> PoolLock {
         .open("/tmp/numapin-test-hugepages.lock")
         .expect("open the pool lock file");
     use std::os::fd::AsRawFd;
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     // SAFETY: flock on a descriptor we own; the lock is released when the file is closed.
     let r = unsafe { libc::flock(f.as_raw_fd(), op) };
     assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
