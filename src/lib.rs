@@ -28,6 +28,9 @@ pub mod topology;
 pub mod units;
 
 pub use error::{Error, PolicyDenial, Result};
-pub use reservation::{LockKind, MemPolicy, Plan, Report, Reservation, ReservationBuilder};
+pub use reservation::{
+    FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
+    Reservation, ReservationBuilder,
+};
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize};

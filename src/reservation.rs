@@ -17,6 +17,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::{Error, PolicyDenial, Result};
@@ -913,7 +916,21 @@ fn map(plan: &Plan) -> Result<Mapping> {
 fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
     let mut notes = plan.notes.clone();
     let t_map = Instant::now();
-    let map = map(&plan)?;
+    let map = prepare(&plan, &mut notes)?;
+    let map_seconds = t_map.elapsed().as_secs_f64();
+    let report = populate_and_verify(
+        &map,
+        &plan,
+        &Progress::default(),
+        notes,
+        [preflight_seconds, map_seconds],
+    )?;
+    Ok(Reservation { map, report })
+}
+
+/// Maps, binds, advises and locks: everything before the first fault.
+fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
+    let map = map(plan)?;
     let len = map.len;
 
     // Bind before the first fault.
@@ -968,9 +985,27 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
             e => Error::sys("mlock2", e),
         })?;
     }
-    let map_seconds = t_map.elapsed().as_secs_f64();
+    Ok(map)
+}
 
-    // Populate.
+/// Progress of a population, shared between the workers and whoever watches.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bytes populated so far.
+    done: AtomicU64,
+    /// Set to stop the workers early (the pending reservation was dropped).
+    cancel: AtomicBool,
+}
+
+/// Populates, verifies and writes the report. `seconds` = [preflight, map].
+fn populate_and_verify(
+    map: &Mapping,
+    plan: &Plan,
+    progress: &Progress,
+    mut notes: Vec<String>,
+    seconds: [f64; 2],
+) -> Result<Report> {
+    let len = map.len;
     let native = plan.page_size.native_bytes().expect("concrete");
     let gran = plan.page_size.bytes().expect("concrete");
     let work = populate::Plan {
@@ -981,7 +1016,15 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         cpus: plan.cpus.clone(),
     };
     let t_pop = Instant::now();
-    let (outcome, r) = populate::run(&work, |addr, _, l| populate::populate_write(addr, l));
+    let (outcome, r) = populate::run(&work, |addr, _, l| {
+        // Relaxed: a cancel request only needs to be seen eventually; `done` is a statistic.
+        if progress.cancel.load(Ordering::Relaxed) {
+            return Err(libc::ECANCELED);
+        }
+        populate::populate_write(addr, l)?;
+        progress.done.fetch_add(l as u64, Ordering::Relaxed);
+        Ok(())
+    });
     let populate_seconds = t_pop.elapsed().as_secs_f64();
     if let Some(e) = outcome.pin_failed {
         notes.push(format!(
@@ -990,17 +1033,18 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
             std::io::Error::from_raw_os_error(e)
         ));
     }
-    r.map_err(|c| {
-        if c.errno == libc::EINVAL && plan.page_size.is_hugetlb() {
-            return Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno);
+    r.map_err(|c| match c.errno {
+        libc::ECANCELED => Error::InvalidConfig("population cancelled".into()),
+        libc::EINVAL if plan.page_size.is_hugetlb() => {
+            Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno)
         }
-        Error::Populate {
+        errno => Error::Populate {
             offset: c.offset as u64,
             len: c.len as u64,
-            errno: c.errno,
+            errno,
             page_size: plan.page_size,
             nodes: plan.nodes.clone(),
-        }
+        },
     })?;
 
     // Verify.
@@ -1036,31 +1080,31 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         .iter()
         .map(|(n, c)| (NodeId(*n), share(*c)))
         .collect();
+    let elsewhere = hist
+        .per_node
+        .iter()
+        .filter(|(n, _)| !plan.nodes.contains(&NodeId(**n)))
+        .map(|(_, c)| c)
+        .sum::<u64>();
+    // Pages not resident are always an error; pages off the policy's nodes are one unless the
+    // policy only prefers those nodes.
     let misplaced = hist.missing
-        + hist
-            .per_node
-            .iter()
-            .filter(|(n, _)| !plan.nodes.contains(&NodeId(**n)))
-            .map(|(_, c)| c)
-            .sum::<u64>();
-    if misplaced > 0 && plan.policy != MemPolicy::Preferred {
+        + if plan.policy == MemPolicy::Preferred {
+            0
+        } else {
+            elsewhere
+        };
+    if misplaced > 0 {
         return Err(Error::Misplaced {
             expected: plan.nodes.clone(),
             misplaced,
             placement: placement.into_iter().collect(),
         });
     }
-    if hist.missing > 0 {
-        return Err(Error::Misplaced {
-            expected: plan.nodes.clone(),
-            misplaced: hist.missing,
-            placement: placement.into_iter().collect(),
-        });
-    }
-    if plan.policy == MemPolicy::Preferred && misplaced > 0 {
+    if elsewhere > 0 {
         notes.push(format!(
             "{} fell back to other nodes (preferred node(s) {:?} were full)",
-            format_bytes(share(misplaced)),
+            format_bytes(share(elsewhere)),
             plan.nodes
         ));
     }
@@ -1079,7 +1123,7 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         None
     };
 
-    let report = Report {
+    Ok(Report {
         size_bytes: plan.size,
         page_size_bytes: gran as u64,
         page_size: plan.page_size,
@@ -1096,13 +1140,250 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         threads: work.threads.min(len.div_ceil(work.chunk)),
         pinned_cpus: plan.cpus.clone(),
         worker_cpus: outcome.worker_cpus,
-        preflight_seconds,
-        map_seconds,
+        preflight_seconds: seconds[0],
+        map_seconds: seconds[1],
         populate_seconds,
         verify_seconds,
         notes,
-    };
-    Ok(Reservation { map, report })
+    })
+}
+
+/// What the kernel promises about a fault on a page of a [`PendingReservation`] that the
+/// background workers have not populated yet (the guest may touch any page at any time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum FaultGuarantee {
+    /// hugetlb mapped without `MAP_NORESERVE`: `mmap` reserved one pool page for every page of
+    /// the region (`HugePages_Rsvd`), so a fault finds a page and cannot SIGBUS. The
+    /// reservation is counted per host; the pages come from the bound nodes, so on a
+    /// multi-node host it holds per node only if every other user of those pools reserves
+    /// through the same accounting (the numapin ledger).
+    HugetlbReserved,
+    /// hugetlb with `MAP_NORESERVE`: nothing was set aside; if the pool runs dry before a page
+    /// is populated, the guest's fault on it raises SIGBUS. Use only with your own admission.
+    None,
+    /// Base pages or THP: faults allocate on demand from the node's free memory (locked as they
+    /// fault with `MLOCK_ONFAULT`). They cannot SIGBUS; under memory exhaustion the kernel
+    /// reclaims, or its OOM killer picks a victim.
+    OnDemand,
+}
+
+/// Progress of a background population.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PopulateProgress {
+    /// Bytes populated so far.
+    pub done_bytes: u64,
+    /// Bytes in the region.
+    pub total_bytes: u64,
+    /// Seconds since population started.
+    pub elapsed_seconds: f64,
+}
+
+impl PopulateProgress {
+    /// Populate rate so far in bytes per second.
+    pub fn bytes_per_second(&self) -> f64 {
+        if self.elapsed_seconds > 0.0 {
+            self.done_bytes as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Fraction done, 0.0 to 1.0.
+    pub fn fraction(&self) -> f64 {
+        self.done_bytes as f64 / self.total_bytes.max(1) as f64
+    }
+}
+
+struct Shared {
+    map: Mapping,
+    progress: Progress,
+}
+
+/// A reservation that is mapped, bound and locked (and for hugetlb, set aside by the kernel)
+/// while worker threads still populate it — so a VM can start before every page is faulted
+/// in. [`PendingReservation::wait`] turns it into a verified [`Reservation`]. Dropping it
+/// stops the workers, waits for them, and unmaps.
+///
+/// The memory at [`PendingReservation::as_ptr`] may be used at once; what the kernel promises
+/// for a page touched before the workers reach it is [`PendingReservation::fault_guarantee`].
+pub struct PendingReservation {
+    /// Present until `wait` or `drop` takes it.
+    inner: Option<Pending>,
+    started: Instant,
+    guarantee: FaultGuarantee,
+}
+
+struct Pending {
+    shared: Arc<Shared>,
+    worker: JoinHandle<Result<Report>>,
+}
+
+impl fmt::Debug for PendingReservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReservation")
+            .field("map", &self.shared().map)
+            .field("progress", &self.progress())
+            .finish()
+    }
+}
+
+impl PendingReservation {
+    fn shared(&self) -> &Shared {
+        &self
+            .inner
+            .as_ref()
+            .expect("present until wait or drop")
+            .shared
+    }
+
+    /// The first byte of the region (valid now, for the life of this value and of the
+    /// [`Reservation`] it becomes).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shared().map.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.shared().map.len
+    }
+
+    /// Always false: a reservation is never empty.
+    pub fn is_empty(&self) -> bool {
+        self.shared().map.len == 0
+    }
+
+    /// Bytes populated so far, and the rate.
+    pub fn progress(&self) -> PopulateProgress {
+        let s = self.shared();
+        PopulateProgress {
+            // Relaxed: a statistic; wait() joins the workers for the final word.
+            done_bytes: s.progress.done.load(Ordering::Relaxed),
+            total_bytes: s.map.len as u64,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Whether the workers have finished (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        self.inner.as_ref().is_none_or(|p| p.worker.is_finished())
+    }
+
+    /// What the kernel promises for a fault on a page not populated yet.
+    pub fn fault_guarantee(&self) -> FaultGuarantee {
+        self.guarantee
+    }
+
+    /// Waits for population and verification to finish.
+    ///
+    /// # Errors
+    /// [`Error::Populate`] or [`Error::Misplaced`] from the workers, exactly as
+    /// [`ReservationBuilder::build`] would return them; the region is unmapped then.
+    pub fn wait(mut self) -> Result<Reservation> {
+        let Pending { shared, worker } = self.inner.take().expect("present until wait or drop");
+        let report = worker
+            .join()
+            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)))?;
+        // The worker dropped its handle on `shared` when its closure returned, before join()
+        // did, so ours is the last one.
+        let shared = Arc::into_inner(shared).expect("the worker released the mapping");
+        Ok(Reservation {
+            map: shared.map,
+            report,
+        })
+    }
+}
+
+impl Drop for PendingReservation {
+    fn drop(&mut self) {
+        if let Some(p) = self.inner.take() {
+            // Relaxed: the workers poll the flag between chunks; join() synchronises. The
+            // mapping is unmapped only after the workers stopped touching it.
+            p.shared.progress.cancel.store(true, Ordering::Relaxed);
+            let _ = p.worker.join();
+        }
+    }
+}
+
+impl ReservationBuilder {
+    /// Like [`ReservationBuilder::build`], but returns as soon as the memory is mapped, bound
+    /// and locked; population and verification continue in background threads. Call
+    /// [`PendingReservation::wait`] for the verified [`Reservation`].
+    ///
+    /// # Errors
+    /// Every error [`ReservationBuilder::build`] returns before population; population and
+    /// verification errors come from [`PendingReservation::wait`].
+    pub fn build_background(self) -> Result<PendingReservation> {
+        let t0 = Instant::now();
+        let plan = self.preflight()?;
+        let preflight_seconds = t0.elapsed().as_secs_f64();
+        let mut notes = plan.notes.clone();
+        let t_map = Instant::now();
+        let map = prepare(&plan, &mut notes)?;
+        let map_seconds = t_map.elapsed().as_secs_f64();
+        let guarantee = match (plan.page_size.is_hugetlb(), plan.noreserve) {
+            (true, false) => FaultGuarantee::HugetlbReserved,
+            (true, true) => FaultGuarantee::None,
+            (false, _) => FaultGuarantee::OnDemand,
+        };
+        let shared = Arc::new(Shared {
+            map,
+            progress: Progress::default(),
+        });
+        let theirs = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("numapin-populate".into())
+            .spawn(move || {
+                populate_and_verify(
+                    &theirs.map,
+                    &plan,
+                    &theirs.progress,
+                    notes,
+                    [preflight_seconds, map_seconds],
+                )
+            })
+            .map_err(|e| Error::Sys {
+                call: "spawn populate thread",
+                source: e,
+            })?;
+        Ok(PendingReservation {
+            inner: Some(Pending { shared, worker }),
+            started: Instant::now(),
+            guarantee,
+        })
+    }
+}
+
+impl Reservation {
+    /// Reserves several regions at once — e.g. one per NUMA node of a guest — populating them
+    /// concurrently, each with its own node's CPUs. All or nothing: if one fails, the others
+    /// are released and the first error (in input order) is returned.
+    ///
+    /// # Errors
+    /// The first error any of the builders returns.
+    pub fn build_many(
+        builders: impl IntoIterator<Item = ReservationBuilder>,
+    ) -> Result<Vec<Reservation>> {
+        let pending = builders
+            .into_iter()
+            .map(ReservationBuilder::build_background)
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(pending.len());
+        let mut first_err = None;
+        for p in pending {
+            match p.wait() {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
 }
 
 #[cfg(test)]

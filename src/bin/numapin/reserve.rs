@@ -1,9 +1,9 @@
 //! `numapin reserve`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use numapin::{MemPolicy, NodeId, PageSize, Reservation};
+use numapin::{format_bytes, MemPolicy, NodeId, PageSize, PendingReservation, Reservation};
 
 use crate::CliError;
 
@@ -47,7 +47,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     if let Some(t) = a.threads {
         b = b.threads(t);
     }
-    let r = b.build()?;
+    let r = wait_with_progress(b.build_background()?)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string(r.report())?)?;
@@ -61,4 +61,33 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     drop(r);
     Ok(())
+}
+
+/// Waits for a background population; on a terminal, draws a progress bar on stderr once it
+/// has run for about a second.
+pub fn wait_with_progress(p: PendingReservation) -> Result<Reservation, numapin::Error> {
+    let tty = std::io::stderr().is_terminal();
+    let mut drawn = false;
+    while !p.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let pr = p.progress();
+        if tty && pr.elapsed_seconds >= 1.0 {
+            let width = 30;
+            let filled = (pr.fraction() * width as f64) as usize;
+            eprint!(
+                "\rpopulating [{}{}] {:5.1}%  {} / {}  {}/s ",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                100.0 * pr.fraction(),
+                format_bytes(pr.done_bytes),
+                format_bytes(pr.total_bytes),
+                format_bytes(pr.bytes_per_second() as u64)
+            );
+            drawn = true;
+        }
+    }
+    if drawn {
+        eprintln!();
+    }
+    p.wait()
 }
