@@ -103,6 +103,7 @@ pub struct ReservationBuilder {
 
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Plan {
     /// Bytes to reserve.
     pub size: u64,
@@ -126,6 +127,41 @@ pub struct Plan {
     pub verify_limit: u64,
     /// Why things were chosen as they were (Auto fallbacks, CPU choice, defaults).
     pub notes: Vec<String>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.to_string()).collect();
+        writeln!(
+            f,
+            "preflight passed: the host can hold this reservation now"
+        )?;
+        writeln!(f, "  {:<14} {}", "size", format_bytes(self.size))?;
+        writeln!(
+            f,
+            "  {:<14} {} (asked: {})",
+            "page size", self.page_size, self.requested_page_size
+        )?;
+        writeln!(
+            f,
+            "  {:<14} {} {}",
+            "policy",
+            self.policy.name(),
+            nodes.join(",")
+        )?;
+        writeln!(f, "  {:<14} {:?}", "lock", self.lock)?;
+        writeln!(
+            f,
+            "  {:<14} {} on cpus {}",
+            "threads",
+            self.threads,
+            format_cpulist(&self.cpus)
+        )?;
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Plan {

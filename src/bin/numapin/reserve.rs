@@ -34,6 +34,10 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only run the preflight: print what would be reserved and whether the host can hold it
+    /// now; map nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
@@ -46,6 +50,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     if let Some(t) = a.threads {
         b = b.threads(t);
+    }
+    if a.dry_run {
+        let plan = b.preflight()?;
+        if a.json {
+            println!("{}", serde_json::to_string(&plan)?);
+        } else {
+            print!("{plan}");
+        }
+        return Ok(());
     }
     let r = wait_with_progress(b.build_background()?)?;
     let mut out = std::io::stdout().lock();
@@ -74,8 +87,13 @@ pub fn wait_with_progress(p: PendingReservation) -> Result<Reservation, numapin:
         if tty && pr.elapsed_seconds >= 1.0 {
             let width = 30;
             let filled = (pr.fraction() * width as f64) as usize;
+            let what = if pr.done_bytes >= pr.total_bytes {
+                "verifying "
+            } else {
+                "populating"
+            };
             eprint!(
-                "\rpopulating [{}{}] {:5.1}%  {} / {}  {}/s ",
+                "\r{what} [{}{}] {:5.1}%  {} / {}  {}/s ",
                 "#".repeat(filled),
                 ".".repeat(width - filled),
                 100.0 * pr.fraction(),
