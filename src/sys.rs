@@ -331,9 +331,14 @@ pub fn kernel_release() -> String {
         .into_owned()
 }
 
-/// Reads one `Key:` line of `/proc/self/status` (e.g. `VmLck`, `CapEff`, `Seccomp`).
+/// Reads one `Key:` line of the calling thread's `/proc/thread-self/status` (e.g. `VmLck`,
+/// `CapEff`, `Seccomp`, `Mems_allowed_list`). Per thread, because seccomp filters, capabilities
+/// and cpusets are per thread: a VMM that filters only its vCPU threads must be judged by the
+/// thread that makes the call.
 pub fn proc_status_field(key: &str) -> Option<String> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let s = std::fs::read_to_string("/proc/thread-self/status")
+        .or_else(|_| std::fs::read_to_string("/proc/self/status"))
+        .ok()?;
     s.lines().find_map(|l| {
         l.strip_prefix(key)?
             .strip_prefix(':')
