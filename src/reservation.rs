@@ -1459,6 +1459,134 @@ mod tests {
         );
     }
 
+    /// Three nodes with sparse ids: 0 (CPUs, 100 free 2M pages), 1 (no CPUs, 10 free), 3 (no
+    /// memory).
+    fn fixture() -> Topology {
+        use crate::topology::{HugepagePool, NumaNode};
+        let node = |id, cpus: Vec<u32>, mem: u64, free2m| NumaNode {
+            id: NodeId(id),
+            cpus,
+            mem_total_bytes: mem,
+            mem_free_bytes: mem / 2,
+            mem_reclaimable_bytes: 0,
+            mem_deferred_bytes: 0,
+            hugepages: vec![HugepagePool {
+                page_size_bytes: 2 << 20,
+                total: free2m,
+                free: free2m,
+                surplus: 0,
+            }],
+        };
+        Topology {
+            nodes: vec![
+                node(0, vec![0, 1], 8 << 30, 100),
+                node(1, vec![], 4 << 30, 10),
+                node(3, vec![2, 3], 0, 0),
+            ],
+            distances: vec![vec![10, 20, 30], vec![20, 10, 30], vec![30, 30, 10]],
+            thp: ThpMode::Madvise,
+        }
+    }
+
+    fn capacity(policy: MemPolicy, nodes: &[u32], size: u64, page: PageSize) -> Result<()> {
+        let b = Reservation::builder(size).policy(policy);
+        let nodes: Vec<NodeId> = nodes.iter().map(|&n| NodeId(n)).collect();
+        check_capacity(&b, &fixture(), &nodes, page)
+    }
+
+    #[test]
+    fn pool_shortage_is_attributed_to_the_node_that_must_grow() {
+        const M2: u64 = 2 << 20;
+        assert!(capacity(MemPolicy::Bind, &[0], 100 * M2, PageSize::Huge2M).is_ok());
+        match capacity(MemPolicy::Bind, &[1], 20 * M2, PageSize::Huge2M) {
+            Err(Error::HugepagesShort {
+                node,
+                wanted,
+                free_on_node,
+                free_elsewhere,
+                ..
+            }) => {
+                assert_eq!(
+                    (node, wanted, free_on_node, free_elsewhere),
+                    (NodeId(1), 20, 10, 100)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bind to two nodes: together they hold 110; node 1 must make up the deficit.
+        assert!(capacity(MemPolicy::Bind, &[0, 1], 110 * M2, PageSize::Huge2M).is_ok());
+        match capacity(MemPolicy::Bind, &[1, 0], 111 * M2, PageSize::Huge2M) {
+            Err(Error::HugepagesShort {
+                node,
+                wanted,
+                free_on_node,
+                ..
+            }) => {
+                assert_eq!((node, wanted, free_on_node), (NodeId(1), 11, 10));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Interleave: each node needs its share, rounded up.
+        assert!(capacity(MemPolicy::Interleave, &[0, 1], 20 * M2, PageSize::Huge2M).is_ok());
+        match capacity(MemPolicy::Interleave, &[0, 1], 21 * M2, PageSize::Huge2M) {
+            Err(Error::HugepagesShort { node, wanted, .. }) => {
+                assert_eq!((node, wanted), (NodeId(1), 11));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Preferred may fall back: the whole host counts.
+        assert!(capacity(MemPolicy::Preferred, &[1], 110 * M2, PageSize::Huge2M).is_ok());
+        assert!(capacity(MemPolicy::Preferred, &[1], 111 * M2, PageSize::Huge2M).is_err());
+    }
+
+    #[test]
+    fn base_memory_shortage_per_node() {
+        // Node 1 has 2 GiB free.
+        assert!(capacity(MemPolicy::Bind, &[1], 2 << 30, PageSize::Base4K).is_ok());
+        assert!(matches!(
+            capacity(MemPolicy::Bind, &[1], (2 << 30) + 4096, PageSize::Base4K),
+            Err(Error::NodeMemoryShort {
+                node: NodeId(1),
+                ..
+            })
+        ));
+        assert!(matches!(
+            capacity(MemPolicy::Interleave, &[0, 1], 6 << 30, PageSize::Transparent),
+            Err(Error::NodeMemoryShort { node: NodeId(1), requested, .. }) if requested == 3 << 30
+        ));
+    }
+
+    #[test]
+    fn thp_disabled_is_named() {
+        let mut t = fixture();
+        t.thp = ThpMode::Never;
+        let b = Reservation::builder(2 << 20);
+        assert!(matches!(
+            check_capacity(&b, &t, &[NodeId(0)], PageSize::Transparent),
+            Err(Error::ThpUnavailable { mode: "never" })
+        ));
+    }
+
+    #[test]
+    fn memoryless_and_absent_nodes_are_refused() {
+        let b = Reservation::builder(2 << 20).node(NodeId(3));
+        assert!(matches!(
+            preflight(&b, &fixture()),
+            Err(Error::NodeWithoutMemory {
+                node: NodeId(3),
+                ..
+            })
+        ));
+        let b = Reservation::builder(2 << 20).node(NodeId(2));
+        assert!(matches!(
+            preflight(&b, &fixture()),
+            Err(Error::NodeAbsent {
+                node: NodeId(2),
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn small_base_page_reservation() {
         let mut r = Reservation::builder(8 << 20)
