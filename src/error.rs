@@ -184,6 +184,17 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+
+    /// A planner input (a `numapin status --json` snapshot) is malformed or inconsistent.
+    #[error("{file}: invalid snapshot at {field}: {what}; give the planner each host's `numapin status --json` output unedited")]
+    InvalidSnapshot {
+        /// The file (or label) the snapshot came from.
+        file: String,
+        /// The JSON path of the offending field (`nodes[0].classes[1].reserved_bytes`).
+        field: String,
+        /// What is wrong, with the numbers.
+        what: String,
+    },
 }
 
 impl Error {

@@ -3,6 +3,7 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
 //! - [`units`]: node ids, page sizes, byte sizes.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod plan;
 #[allow(unsafe_code)]
 mod populate;
 #[allow(unsafe_code)]
