@@ -6,6 +6,7 @@
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
 //! - [`units`]: node ids, page sizes, byte sizes.
+//! - `vmm` (feature `vm-memory`): reservations as rust-vmm `GuestMemoryMmap` regions.
 //!
 //! # Lint policy
 //! `unsafe` is denied at the crate root and allowed only in the modules that need it (`sys`,
@@ -26,6 +27,9 @@ pub mod snapshot;
 pub mod sys;
 pub mod topology;
 pub mod units;
+#[cfg(feature = "vm-memory")]
+#[allow(unsafe_code)] // one block: vm-memory's `with_raw_mmap_pointer` over the reservation
+pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
 pub use reservation::{

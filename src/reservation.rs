@@ -375,7 +375,7 @@ impl Reservation {
 
 /// An owned anonymous mapping, unmapped on drop.
 #[derive(Debug)]
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -1249,6 +1249,7 @@ pub struct PendingReservation {
     inner: Option<Pending>,
     started: Instant,
     guarantee: FaultGuarantee,
+    page_size: PageSize,
 }
 
 struct Pending {
@@ -1311,23 +1312,39 @@ impl PendingReservation {
         self.guarantee
     }
 
+    /// The page size in use (never `Auto`).
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
     /// Waits for population and verification to finish.
     ///
     /// # Errors
     /// [`Error::Populate`] or [`Error::Misplaced`] from the workers, exactly as
     /// [`ReservationBuilder::build`] would return them; the region is unmapped then.
-    pub fn wait(mut self) -> Result<Reservation> {
+    pub fn wait(self) -> Result<Reservation> {
+        // On error the mapping is dropped here, which unmaps it.
+        self.finish().map_err(|(e, _mapping)| e)
+    }
+
+    /// Waits for the workers and hands back the mapping whatever the outcome: on error the
+    /// caller decides when to unmap (the vm-memory owner keeps it mapped for as long as guest
+    /// regions point into it).
+    pub(crate) fn finish(mut self) -> std::result::Result<Reservation, (Error, Mapping)> {
         let Pending { shared, worker } = self.inner.take().expect("present until wait or drop");
-        let report = worker
+        let outcome = worker
             .join()
-            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)))?;
-        // The worker dropped its handle on `shared` when its closure returned, before join()
-        // did, so ours is the last one.
+            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)));
+        // The worker dropped its handle on `shared` when its closure returned (or unwound),
+        // before join() did, so ours is the last one.
         let shared = Arc::into_inner(shared).expect("the worker released the mapping");
-        Ok(Reservation {
-            map: shared.map,
-            report,
-        })
+        match outcome {
+            Ok(report) => Ok(Reservation {
+                map: shared.map,
+                report,
+            }),
+            Err(e) => Err((e, shared.map)),
+        }
     }
 }
 
@@ -1367,6 +1384,7 @@ impl ReservationBuilder {
             map,
             progress: Progress::default(),
         });
+        let page_size = plan.page_size;
         let theirs = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("numapin-populate".into())
@@ -1387,6 +1405,7 @@ impl ReservationBuilder {
             inner: Some(Pending { shared, worker }),
             started: Instant::now(),
             guarantee,
+            page_size,
         })
     }
 }
