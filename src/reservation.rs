@@ -99,6 +99,7 @@ pub struct ReservationBuilder {
     noreserve: bool,
     verify_limit: u64,
     topology: Option<Topology>,
+    cpus: Option<Vec<u32>>,
 }
 
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
@@ -330,6 +331,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            cpus: None,
         }
     }
 
@@ -435,6 +437,17 @@ impl ReservationBuilder {
     /// target nodes; all allowed CPUs for CPU-less nodes).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Pins the populate workers to these CPUs instead of the target nodes' CPUs; without
+    /// [`ReservationBuilder::threads`], one worker per CPU. E.g. one CPU per physical core
+    /// (`HwlocTopology::one_cpu_per_core`, feature `hwloc`).
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = u32>) -> Self {
+        let mut cpus: Vec<u32> = cpus.into_iter().collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        self.cpus = Some(cpus);
         self
     }
 
@@ -598,7 +611,25 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
         .filter(|c| allowed.binary_search(c).is_ok())
         .collect();
     node_cpus.sort_unstable();
-    if node_cpus.is_empty() {
+    if let Some(asked) = &b.cpus {
+        let usable: Vec<u32> = asked
+            .iter()
+            .copied()
+            .filter(|c| allowed.binary_search(c).is_ok())
+            .collect();
+        if usable.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "none of the populate cpus {} may be used by this process (allowed: {}); pick some of those",
+                format_cpulist(asked),
+                format_cpulist(&allowed)
+            )));
+        }
+        notes.push(format!(
+            "populate cpus chosen by the caller: {}",
+            format_cpulist(&usable)
+        ));
+        node_cpus = usable;
+    } else if node_cpus.is_empty() {
         notes.push(format!(
             "node(s) {nodes:?} have no CPU this process may use: populating from all allowed CPUs {}",
             format_cpulist(&allowed)
