@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod reserve;
 mod topology;
@@ -25,6 +26,8 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
+    Bench(bench::Args),
 }
 
 /// Errors of the command-line tool.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
