@@ -203,6 +203,19 @@ fn check_region(r: &Reservation, want: &BTreeMap<NodeId, u64>) -> Check {
         fmt_place(want)
     );
     let (kernel, kps, line) = numa_maps(addr)?;
+    // The policy the kernel holds for the VMA (what mbind set), e.g. `bind:0`,
+    // `interleave:0-1`, `prefer:3`: pages that merely landed right by first touch do not pass.
+    let nodes: Vec<u32> = rep.nodes.iter().map(|n| n.0).collect();
+    let list = numapin::topology::format_cpulist(&nodes);
+    let policy = match rep.policy {
+        MemPolicy::Bind => format!("bind:{list}"),
+        MemPolicy::Interleave => format!("interleave:{list}"),
+        MemPolicy::Preferred => format!("prefer:{list}"),
+    };
+    ensure!(
+        line.split_whitespace().nth(1) == Some(policy.as_str()),
+        "the kernel's policy for the VMA is not {policy}: {line}"
+    );
     ensure!(
         kernel == rep.placement,
         "numa_maps {} != report {} ({line})",
