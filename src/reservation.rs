@@ -99,6 +99,7 @@ pub struct ReservationBuilder {
     noreserve: bool,
     verify_limit: u64,
     topology: Option<Topology>,
+    cpus: Option<Vec<u32>>,
 }
 
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
@@ -330,6 +331,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            cpus: None,
         }
     }
 
@@ -375,7 +377,7 @@ impl Reservation {
 
 /// An owned anonymous mapping, unmapped on drop.
 #[derive(Debug)]
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -435,6 +437,17 @@ impl ReservationBuilder {
     /// target nodes; all allowed CPUs for CPU-less nodes).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Pins the populate workers to these CPUs instead of the target nodes' CPUs; without
+    /// [`ReservationBuilder::threads`], one worker per CPU. E.g. one CPU per physical core
+    /// (`HwlocTopology::one_cpu_per_core`, feature `hwloc`).
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = u32>) -> Self {
+        let mut cpus: Vec<u32> = cpus.into_iter().collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        self.cpus = Some(cpus);
         self
     }
 
@@ -589,7 +602,25 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
         .filter(|c| allowed.binary_search(c).is_ok())
         .collect();
     node_cpus.sort_unstable();
-    if node_cpus.is_empty() {
+    if let Some(asked) = &b.cpus {
+        let usable: Vec<u32> = asked
+            .iter()
+            .copied()
+            .filter(|c| allowed.binary_search(c).is_ok())
+            .collect();
+        if usable.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "none of the populate cpus {} may be used by this process (allowed: {}); pick some of those",
+                format_cpulist(asked),
+                format_cpulist(&allowed)
+            )));
+        }
+        notes.push(format!(
+            "populate cpus chosen by the caller: {}",
+            format_cpulist(&usable)
+        ));
+        node_cpus = usable;
+    } else if node_cpus.is_empty() {
         notes.push(format!(
             "node(s) {nodes:?} have no CPU this process may use: populating from all allowed CPUs {}",
             format_cpulist(&allowed)
@@ -1288,6 +1319,7 @@ pub struct PendingReservation {
     inner: Option<Pending>,
     started: Instant,
     guarantee: FaultGuarantee,
+    page_size: PageSize,
 }
 
 struct Pending {
@@ -1350,23 +1382,39 @@ impl PendingReservation {
         self.guarantee
     }
 
+    /// The page size in use (never `Auto`).
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
     /// Waits for population and verification to finish.
     ///
     /// # Errors
     /// [`Error::Populate`] or [`Error::Misplaced`] from the workers, exactly as
     /// [`ReservationBuilder::build`] would return them; the region is unmapped then.
-    pub fn wait(mut self) -> Result<Reservation> {
+    pub fn wait(self) -> Result<Reservation> {
+        // On error the mapping is dropped here, which unmaps it.
+        self.finish().map_err(|(e, _mapping)| e)
+    }
+
+    /// Waits for the workers and hands back the mapping whatever the outcome: on error the
+    /// caller decides when to unmap (the vm-memory owner keeps it mapped for as long as guest
+    /// regions point into it).
+    pub(crate) fn finish(mut self) -> std::result::Result<Reservation, (Error, Mapping)> {
         let Pending { shared, worker } = self.inner.take().expect("present until wait or drop");
-        let report = worker
+        let outcome = worker
             .join()
-            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)))?;
-        // The worker dropped its handle on `shared` when its closure returned, before join()
-        // did, so ours is the last one.
+            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)));
+        // The worker dropped its handle on `shared` when its closure returned (or unwound),
+        // before join() did, so ours is the last one.
         let shared = Arc::into_inner(shared).expect("the worker released the mapping");
-        Ok(Reservation {
-            map: shared.map,
-            report,
-        })
+        match outcome {
+            Ok(report) => Ok(Reservation {
+                map: shared.map,
+                report,
+            }),
+            Err(e) => Err((e, shared.map)),
+        }
     }
 }
 
@@ -1406,6 +1454,7 @@ impl ReservationBuilder {
             map,
             progress: Progress::default(),
         });
+        let page_size = plan.page_size;
         let theirs = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("numapin-populate".into())
@@ -1426,6 +1475,7 @@ impl ReservationBuilder {
             inner: Some(Pending { shared, worker }),
             started: Instant::now(),
             guarantee,
+            page_size,
         })
     }
 }

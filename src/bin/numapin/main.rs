@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod plan;
 mod reserve;
 mod topology;
 
@@ -25,6 +26,8 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
+    Plan(plan::Args),
 }
 
 /// Errors of the command-line tool.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Plan(a)) => plan::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
