@@ -82,6 +82,7 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["many"] => many(spec),
         ["default", "local"] => default_local(spec),
         ["default", "nearest"] => default_nearest(spec),
+        ["vmm", "two_regions"] => vmm_two_regions(spec),
         _ => Err(format!("unknown scenario {name}")),
     }
 }
@@ -798,4 +799,92 @@ fn default_nearest(spec: &Spec) -> Check {
         spec.distance(cpu_only.id, nearest.id),
         r.report().notes
     ))
+}
+
+/// Issue 8's two-region guest on two real nodes: both regions reserved in the background at
+/// once (each populated by its own node's CPUs), laid out as vm-memory regions at guest
+/// addresses 0 and 4 GiB, written through vm-memory while population may still run, then
+/// checked against numa_maps like every other region.
+#[cfg(feature = "vm-memory")]
+fn vmm_two_regions(spec: &Spec) -> Check {
+    use numapin::vmm::{self, Layout, NumaGuestMemory, RegionMemory};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+    let nodes: Vec<_> = spec
+        .mem_nodes()
+        .into_iter()
+        .filter(|n| !n.cpus.is_empty())
+        .take(2)
+        .collect();
+    ensure!(nodes.len() == 2, "need two nodes with CPUs and memory");
+    let size = 32 * MIB;
+    let bases = [0u64, 4 << 30];
+    let mut layout = Layout::new();
+    for (n, base) in nodes.iter().zip(bases) {
+        let p = Reservation::builder(size)
+            .node(NodeId(n.id))
+            .page_size(PageSize::Huge2M)
+            .build_background()
+            .map_err(|e| format!("build_background: {e}"))?;
+        layout = layout.region(GuestAddress(base), RegionMemory::from(p));
+    }
+    let mem: NumaGuestMemory = layout.build().map_err(|e| format!("layout: {e}"))?;
+    for (i, base) in bases.iter().enumerate() {
+        mem.write_obj(
+            0x6e75_6d61_7069_6e00u64 | i as u64,
+            GuestAddress(base + size - 8),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let reports = vmm::wait_populated(&mem).map_err(|e| format!("wait_populated: {e}"))?;
+    let mut d = vec![];
+    for (i, (r, n)) in mem.iter().zip(&nodes).enumerate() {
+        let got: u64 = mem
+            .read_obj(GuestAddress(bases[i] + size - 8))
+            .map_err(|e| e.to_string())?;
+        ensure!(
+            got == 0x6e75_6d61_7069_6e00u64 | i as u64,
+            "region {i} lost the guest's write"
+        );
+        ensure!(
+            r.start_addr().0 == bases[i],
+            "region {i} at {:#x}",
+            r.start_addr().0
+        );
+        let rep = &reports[i];
+        let want = one(NodeId(n.id), size);
+        ensure!(
+            rep.placement == want,
+            "region {i}: report {}",
+            fmt_place(&rep.placement)
+        );
+        let addr = vmm::owner(r).as_ptr() as usize;
+        let (kernel, _, line) = numa_maps(addr)?;
+        ensure!(kernel == want, "region {i}: numa_maps {line}");
+        ensure!(
+            line.split_whitespace().nth(1) == Some(format!("bind:{}", n.id).as_str()),
+            "region {i}: policy {line}"
+        );
+        ensure!(
+            rep.pinned_cpus == n.cpus && rep.worker_cpus.iter().all(|c| n.cpus.contains(c)),
+            "region {i}: workers {:?} pinned {:?}, node {} has {:?}",
+            rep.worker_cpus,
+            rep.pinned_cpus,
+            n.id,
+            n.cpus
+        );
+        d.push(format!(
+            "GPA {:#x}: N{}={}M workers {:?} populate {:.3}s",
+            bases[i],
+            n.id,
+            size / MIB,
+            rep.worker_cpus,
+            rep.populate_seconds
+        ));
+    }
+    Ok(d.join("; "))
+}
+
+#[cfg(not(feature = "vm-memory"))]
+fn vmm_two_regions(_: &Spec) -> Check {
+    Err("this test binary was built without feature vm-memory".into())
 }
