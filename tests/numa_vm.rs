@@ -50,8 +50,15 @@ fn boot_and_check(spec: Spec) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(420),
     );
+    let keep = std::env::var_os("NUMAVM_KEEP").is_some();
+    if keep {
+        // To boot it by hand (append ` numavm.shell` to -append for a shell after the run).
+        eprintln!("{:?}", harness::qemu_command(&tools, &spec, &initramfs));
+    }
     let b = harness::boot(&tools, &spec, &initramfs, timeout);
-    let _ = std::fs::remove_dir_all(&work);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     for r in &b.results {
         eprintln!(
             "{} {:<22} {}",

@@ -625,8 +625,8 @@ pub fn parse_result(line: &str) -> Option<ResultLine> {
     Some(ResultLine { name, ok, detail })
 }
 
-/// Boots the guest and reads its console until it powers off or `timeout` passes.
-pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+/// The QEMU command that boots `spec` with `initramfs` (console on stdio).
+pub fn qemu_command(tools: &Tools, spec: &Spec, initramfs: &Path) -> Command {
     let mut cmd = Command::new(&tools.qemu);
     cmd.args(spec.qemu_args())
         .arg("-kernel")
@@ -650,8 +650,14 @@ pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> 
             "-no-reboot",
             "-net",
             "none",
-        ])
-        .stdin(Stdio::null())
+        ]);
+    cmd
+}
+
+/// Boots the guest and reads its console until it powers off or `timeout` passes.
+pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+    let mut cmd = qemu_command(tools, spec, initramfs);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = Instant::now();
