@@ -383,7 +383,7 @@ fn topology(spec: &Spec) -> Check {
         // The kernel keeps some of a node for itself; the rest must be there, and no more.
         let spec_bytes = s.mem_mib * MIB;
         ensure!(
-            memtotal <= spec_bytes && memtotal >= spec_bytes * 85 / 100,
+            memtotal <= spec_bytes && memtotal >= spec_bytes * 80 / 100,
             "node {}: MemTotal {memtotal} does not fit the {} MiB QEMU gave it",
             s.id,
             s.mem_mib

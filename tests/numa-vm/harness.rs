@@ -520,7 +520,10 @@ pub fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, String> {
 /// Copies `bin` without debug info into `dir` (smaller initramfs, faster boot); the original
 /// when `strip` is unavailable.
 fn stripped(bin: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join(bin.file_name().unwrap());
+    let out = dir.join(format!(
+        "{}.stripped",
+        bin.file_name().unwrap().to_string_lossy()
+    ));
     let ok = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -539,7 +542,10 @@ pub fn build_initramfs(
     numapin: &Path,
     work: &Path,
 ) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // This test binary, copied through /proc/self/exe: still readable if a rebuild replaced
+    // the file meanwhile.
+    let me = work.join("numa_vm");
+    std::fs::copy("/proc/self/exe", &me).map_err(|e| format!("copy /proc/self/exe: {e}"))?;
     let mut c = Cpio::default();
     for d in [
         "bin", "sbin", "dev", "proc", "sys", "tmp", "lib", "lib64", "usr", "usr/bin", "usr/sbin",
