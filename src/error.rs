@@ -230,6 +230,22 @@ pub enum Error {
         /// hwloc's answer.
         reason: String,
     },
+
+    // --- baseline (issue 4) ---
+    /// A balloon range does not fit the region or its granule.
+    #[error("balloon range {offset:#x}+{len:#x} is invalid for a region of {} with a {} granule: {reason}; pass an offset and length that are multiples of {granule} bytes and end at or before byte {region_len}", format_bytes(*region_len), format_bytes(*granule as u64))]
+    BalloonRange {
+        /// Offset asked for, from the start of the region.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// The balloon's granule in bytes.
+        granule: usize,
+        /// The region's length in bytes.
+        region_len: u64,
+        /// What is wrong (misaligned, past the end, empty).
+        reason: &'static str,
+    },
 }
 
 impl Error {
