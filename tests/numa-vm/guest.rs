@@ -622,7 +622,12 @@ fn short_multi(spec: &Spec) -> Check {
         Ok(_) => return Err("reserved more than both pools hold".into()),
         Err(e) => e,
     };
-    let elsewhere: u64 = m.iter().filter(|n| n.id != a.id).map(|n| n.pool_2m).sum();
+    // Free outside both bound nodes (node b's pages are counted in `wanted`).
+    let elsewhere: u64 = m
+        .iter()
+        .filter(|n| n.id != a.id && n.id != b.id)
+        .map(|n| n.pool_2m)
+        .sum();
     let want = Error::HugepagesShort {
         node: NodeId(a.id),
         page_size: PageSize::Huge2M,
