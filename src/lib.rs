@@ -3,6 +3,7 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
 //! - [`units`]: node ids, page sizes, byte sizes.
@@ -16,18 +17,21 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod ledger;
 #[allow(unsafe_code)]
 mod populate;
 #[allow(unsafe_code)]
 pub mod reservation;
 pub mod smaps;
 pub mod snapshot;
+pub(crate) mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod topology;
 pub mod units;
 
 pub use error::{Error, PolicyDenial, Result};
+pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
 pub use reservation::{
     FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
     Reservation, ReservationBuilder,
