@@ -71,6 +71,7 @@ fn random_fleet(seed: u64) -> Vec<Snapshot> {
                 guest_used_bytes: 0,
                 guest_used_peak_bytes: 0,
                 single_node: if r.below(2) == 0 { None } else { Some(single) },
+                populated_bytes: None,
             });
         }
         // A VM marked None with charges on one node is single-node by default; one with
@@ -364,6 +365,7 @@ proptest! {
                     guest_used_bytes: 0,
                     guest_used_peak_bytes: val(&mut r),
                     single_node: [None, Some(true), Some(false)][r.below(3) as usize],
+                    populated_bytes: None,
                 })
                 .collect();
             snaps.push(Snapshot { host: format!("h{h}"), nodes, vms });
