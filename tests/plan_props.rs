@@ -415,6 +415,7 @@ fn outcome_mix_is_varied() {
         "i-NoSurvivors",
         "i-ClassShortfall",
         "i-DoesNotFit",
+        "i-Fragmented",
         "i-Exhausted",
     ] {
         assert!(

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 
-use super::{class_name, Fleet, Target};
+use super::{class_name, sat_sum, Fleet, Target};
 use crate::error::Result;
 use crate::snapshot::Snapshot;
 use crate::units::format_bytes;
@@ -118,6 +118,29 @@ pub enum Proof {
         demand: u64,
         /// What the survivors have free of it.
         free: u64,
+    },
+    /// The `vms` displaced VMs that need at least `at_least` bytes of class `page_size_bytes`
+    /// each (`demand` together) do not fit in the pieces the survivors' free capacity comes
+    /// in. A node (a host, when some of these VMs may span nodes) with free `f` can take at
+    /// most `f / at_least` of them, and of their bytes at most `f` rounded down to a multiple
+    /// of `granule` (the greatest common divisor of their demands), and nothing when
+    /// `f < at_least`. Summed over the survivors that is `slots` VMs and `usable` bytes; the
+    /// proof holds when `vms > slots` or `demand > usable`.
+    Fragmented {
+        /// The class.
+        page_size_bytes: u64,
+        /// The smallest demand of the VMs counted.
+        at_least: u64,
+        /// How many VMs need at least that much.
+        vms: u64,
+        /// What they need together.
+        demand: u64,
+        /// How many of them the survivors' free pieces can take at most.
+        slots: u64,
+        /// How many of their bytes the survivors' free pieces can hold at most.
+        usable: u64,
+        /// The greatest common divisor of their demands.
+        granule: u64,
     },
     /// VM `vm` fits on no surviving node (single-node) or host.
     DoesNotFit {
@@ -424,6 +447,22 @@ pub fn explain(fleet: &Fleet, proof: &Proof) -> String {
             class_name(*page_size_bytes),
             format_bytes(*free)
         ),
+        Proof::Fragmented {
+            page_size_bytes,
+            at_least,
+            vms,
+            demand,
+            slots,
+            usable,
+            granule,
+        } => format!(
+            "{vms} displaced VM(s) need at least {} of {} pages each ({} together); the survivors' free pieces can take at most {slots} such VM(s) and {} of their memory (whole VMs, in multiples of {})",
+            format_bytes(*at_least),
+            class_name(*page_size_bytes),
+            format_bytes(*demand),
+            format_bytes(*usable),
+            format_bytes(*granule)
+        ),
         Proof::DoesNotFit { vm, single_node } => {
             let v = &fleet.vms[*vm];
             let need: Vec<String> = v
@@ -443,6 +482,14 @@ pub fn explain(fleet: &Fleet, proof: &Proof) -> String {
         Proof::Exhausted { steps } => {
             format!("exact search tried every distinct placement ({steps} steps)")
         }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -730,6 +777,59 @@ impl<'a> Checker<'a> {
                 });
             }
         }
+        for c in 0..nc {
+            let mut sizes: Vec<u64> = items
+                .iter()
+                .map(|&v| fleet.vms[v].demand[c])
+                .filter(|&d| d > 0)
+                .collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            for &t in &sizes {
+                let big: Vec<usize> = items
+                    .iter()
+                    .copied()
+                    .filter(|&v| fleet.vms[v].demand[c] >= t)
+                    .collect();
+                let granule = big
+                    .iter()
+                    .fold(0u64, |g, &v| gcd(g, fleet.vms[v].demand[c]));
+                let demand = sat_sum(big.iter().map(|&v| fleet.vms[v].demand[c]));
+                let all_single = big.iter().all(|&v| fleet.vms[v].single_node);
+                let frees: Box<dyn Iterator<Item = u64>> = if all_single {
+                    Box::new(
+                        (0..fleet.nodes.len())
+                            .filter(|&n| !self.failed[fleet.nodes[n].host])
+                            .map(|n| self.free0[n * nc + c]),
+                    )
+                } else {
+                    Box::new(
+                        (0..fleet.hosts.len())
+                            .filter(|&h| !self.failed[h])
+                            .map(|h| self.slack0[h * nc + c]),
+                    )
+                };
+                let (mut slots, mut usable) = (0u64, 0u64);
+                for f in frees.filter(|&f| f >= t) {
+                    slots = slots.saturating_add(f / t);
+                    usable = usable.saturating_add(f / granule * granule);
+                }
+                let vms = big.len() as u64;
+                if vms > slots || demand > usable {
+                    return Some(Outcome::Impossible {
+                        proof: Proof::Fragmented {
+                            page_size_bytes: fleet.classes[c],
+                            at_least: t,
+                            vms,
+                            demand,
+                            slots,
+                            usable,
+                            granule,
+                        },
+                    });
+                }
+            }
+        }
         for &v in items {
             let vm = &fleet.vms[v];
             let Some(dom) = self.dominant(v) else {
@@ -837,6 +937,9 @@ struct Search {
     free: Vec<Vec<Vec<u64>>>,
     slack: Vec<Vec<u64>>,
     choice: Vec<Option<Target>>,
+    /// Per class, the greatest common divisor of all items' demands: whatever a host takes of
+    /// the class is a multiple of it.
+    granule: Vec<u64>,
     steps: u64,
     limit: u64,
 }
@@ -869,8 +972,12 @@ impl Search {
                 suffix[i][c] = suffix[i + 1][c].saturating_add(demand[i][c]);
             }
         }
+        let granule = (0..nc)
+            .map(|c| demand.iter().fold(0u64, |g, d| gcd(g, d[c])))
+            .collect();
         Search {
             nc,
+            granule,
             single: items.iter().map(|&v| fleet.vms[v].single_node).collect(),
             items: items.to_vec(),
             demand,
@@ -909,12 +1016,13 @@ impl Search {
                 .filter(|&d| d > 0)
                 .min();
             let Some(smallest) = smallest else { continue };
+            let g = self.granule[c].max(1);
             let usable = self
                 .slack
                 .iter()
                 .map(|s| s[c])
                 .filter(|&s| s >= smallest)
-                .fold(0u64, |a, b| a.saturating_add(b));
+                .fold(0u64, |a, b| a.saturating_add(b / g * g));
             if self.suffix[i][c] > usable {
                 return Some(false);
             }

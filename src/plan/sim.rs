@@ -12,7 +12,7 @@
 
 use super::failover::{check, Budget, Verdict};
 use super::policy::{choose, Policy};
-use super::{Fleet, Host, Node};
+use super::{Fleet, Host, Node, Target};
 use crate::units::NodeId;
 
 /// A deterministic generator (SplitMix64), so every policy sees the same stream.
@@ -223,6 +223,58 @@ pub fn standard_workloads(events: usize) -> Vec<Workload> {
         }
     }
     out
+}
+
+/// A synthetic fleet for scale measurements: `hosts` hosts of two nodes, each node offering
+/// 32 GiB of base pages, 192 GiB of 2 MiB pages and 64 GiB of 1 GiB pages, with
+/// `vms_per_host` VMs per host (2–8 GiB of 2M pages on one node for most, 16 GiB of 1G
+/// pages for one in ten, 8 GiB of 2M pages spread over both nodes for one in ten, and a
+/// 1 GiB base-page helper for one in twenty). About 45% of the limits are reserved.
+pub fn synthetic_fleet(hosts: usize, vms_per_host: usize, seed: u64) -> Fleet {
+    let g = 1u64 << 30;
+    let (k4, m2, g1) = (4096u64, 2u64 << 20, 1u64 << 30);
+    let mut f = Fleet {
+        classes: vec![k4, m2, g1],
+        ..Fleet::default()
+    };
+    for h in 0..hosts {
+        f.hosts.push(Host {
+            name: format!("host{h:05}"),
+            first_node: 2 * h,
+            node_count: 2,
+        });
+        for i in 0..2 {
+            f.nodes.push(Node {
+                host: h,
+                id: NodeId(i),
+                limit: vec![32 * g, 192 * g, 64 * g],
+                reserved: vec![0, 0, 0],
+            });
+        }
+    }
+    let mut rng = Rng::new(seed);
+    for h in 0..hosts {
+        for v in 0..vms_per_host {
+            let kind = rng.below(20);
+            let node = 2 * h + rng.below(2) as usize;
+            let (demand, target) = match kind {
+                0 => (vec![g, 0, 0], Target::Node(node)),
+                1 | 2 => (vec![0, 0, 16 * g], Target::Node(node)),
+                3 | 4 => (vec![0, 8 * g, 0], Target::Host(h)),
+                _ => (vec![0, (2 + rng.below(7)) * g, 0], Target::Node(node)),
+            };
+            let name = format!("h{h}-vm{v}");
+            if f.admit(&name, &demand, target).is_none() {
+                let other = if let Target::Node(n) = target {
+                    Target::Node(n ^ 1)
+                } else {
+                    target
+                };
+                f.admit(&name, &demand, other);
+            }
+        }
+    }
+    f
 }
 
 #[cfg(test)]
