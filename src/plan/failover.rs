@@ -1196,8 +1196,9 @@ mod tests {
 
     #[test]
     fn exhaustive_search_proves_impossible() {
-        // Survivors 10 and 10; 7,7,6: 20 <= 20 and each fits a node, but no two share one.
-        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 7), (0, 6)]);
+        // Survivors 10 and 10; 7,5,4,4: 20 <= 20, every size bound holds, but 7 leaves a
+        // gap of 3 that nothing fills.
+        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 5), (0, 4), (0, 4)]);
         let s = &check(&f, 1, &Budget::default()).scenarios[0];
         assert!(
             matches!(
@@ -1208,6 +1209,34 @@ mod tests {
             ),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn fragmentation_is_proven() {
+        // Survivors 10 and 10; 7,7,6: 20 <= 20 and each fits a node, but only two of them
+        // find a node with 6 free.
+        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 7), (0, 6)]);
+        let s = &check(&f, 1, &Budget::default()).scenarios[0];
+        let Outcome::Impossible {
+            proof: Proof::Fragmented { vms, slots, .. },
+        } = s.outcome
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!((vms, slots), (3, 2));
+        assert!(explain(
+            &f,
+            &Proof::Fragmented {
+                page_size_bytes: 2 << 20,
+                at_least: 6 << 21,
+                vms,
+                demand: 20 << 21,
+                slots,
+                usable: 20 << 21,
+                granule: 1 << 21,
+            }
+        )
+        .contains("at most 2 such VM(s)"));
     }
 
     #[test]
