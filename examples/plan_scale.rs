@@ -1,9 +1,10 @@
 //! N+1 (and N+2 on small fleets) over synthetic fleets of growing size, with timings.
 //!
-//! `cargo run --release --example plan_scale [--vms N] [HOSTS...]` (default 50 VMs per host,
+//! `cargo run --release --example plan_scale [--vms N] [--max-ms MS] [HOSTS...]` (default 50 VMs per host,
 //! 100 1000 10000 hosts; about 100 VMs per host fill the fleet to about 90%). Each size
 //! prints the verdict, the scenario count and min/median wall time over several runs; the
-//! machine may be shared, so read the minimum.
+//! machine may be shared, so read the minimum. `--max-ms` exits 1 when the fastest N+1 run of
+//! any size took longer.
 
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,15 @@ fn stats(mut t: Vec<Duration>) -> (Duration, Duration) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut vms = 50;
+    let mut max_ms: Option<u128> = None;
     let mut sizes = Vec::new();
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--vms" {
             vms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(vms);
+            i += 1;
+        } else if args[i] == "--max-ms" {
+            max_ms = args.get(i + 1).and_then(|v| v.parse().ok());
             i += 1;
         } else if let Ok(h) = args[i].parse() {
             sizes.push(h);
@@ -80,6 +85,12 @@ fn main() {
                 runs
             );
             println!("        {kinds:?}");
+            if let (Some(limit), 1) = (max_ms, k) {
+                if min.as_millis() > limit {
+                    eprintln!("N+1 over {hosts} hosts took {min:?} at best, over {limit} ms");
+                    std::process::exit(1);
+                }
+            }
         }
         eprintln!("  (fleet of {hosts} hosts built in {build:?})");
     }
