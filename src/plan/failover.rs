@@ -36,13 +36,18 @@ pub struct Budget {
     pub search_steps: u64,
     /// Scenarios evaluated at most; beyond, the verdict is at best `NotProven`.
     pub max_scenarios: u64,
+    /// Guaranteed scenarios whose placement is kept in the report (each was found and
+    /// checked either way); later ones keep an empty witness and `witness_kept: false`, so
+    /// that N+2 over a large fleet does not hold millions of placements in memory.
+    pub keep_witnesses: u64,
 }
 
 impl Default for Budget {
     fn default() -> Self {
         Budget {
             search_steps: 200_000,
-            max_scenarios: 1_000_000,
+            max_scenarios: 100_000,
+            keep_witnesses: 10_000,
         }
     }
 }
@@ -203,6 +208,9 @@ pub struct Scenario {
     pub demand_bytes: u64,
     /// The answer.
     pub outcome: Outcome,
+    /// Whether a `Guaranteed` outcome still carries its witness (see
+    /// [`Budget::keep_witnesses`]).
+    pub witness_kept: bool,
 }
 
 /// All scenarios of an N+k check.
@@ -261,7 +269,14 @@ pub fn check(fleet: &Fleet, k: usize, budget: &Budget) -> FailoverReport {
         if evaluated >= budget.max_scenarios {
             break;
         }
-        scenarios.push(ck.scenario(&idx, budget));
+        let mut sc = ck.scenario(&idx, budget);
+        if evaluated >= budget.keep_witnesses {
+            if let Outcome::Guaranteed { witness, .. } = &mut sc.outcome {
+                *witness = Vec::new();
+                sc.witness_kept = false;
+            }
+        }
+        scenarios.push(sc);
         evaluated += 1;
         // Next combination in lexicographic order.
         let mut i = k;
@@ -372,15 +387,28 @@ pub fn verify_witness(
     failed: &[usize],
     witness: &[Move],
 ) -> std::result::Result<(), String> {
+    let displaced: Vec<usize> = (0..fleet.vms.len())
+        .filter(|&v| failed.contains(&fleet.vms[v].host))
+        .collect();
+    verify_moves(fleet, failed, &displaced, witness)
+}
+
+/// [`verify_witness`] in time linear in the witness, given the displaced VMs.
+fn verify_moves(
+    fleet: &Fleet,
+    failed: &[usize],
+    displaced: &[usize],
+    witness: &[Move],
+) -> std::result::Result<(), String> {
     let nc = fleet.classes.len();
-    let mut seen = vec![false; fleet.vms.len()];
+    let mut seen = HashSet::new();
     let mut used = std::collections::HashMap::<(usize, usize), u64>::new();
     for m in witness {
         let vm = fleet.vms.get(m.vm).ok_or(format!("VM {} unknown", m.vm))?;
         if !failed.contains(&vm.host) {
             return Err(format!("VM {} was not on a failed host", vm.name));
         }
-        if std::mem::replace(&mut seen[m.vm], true) {
+        if !seen.insert(m.vm) {
             return Err(format!("VM {} placed twice", vm.name));
         }
         let mut got = vec![0u64; nc];
@@ -416,9 +444,9 @@ pub fn verify_witness(
             return Err(format!("VM {} split over {} nodes", vm.name, nodes.len()));
         }
     }
-    for (v, vm) in fleet.vms.iter().enumerate() {
-        if failed.contains(&vm.host) && !seen[v] {
-            return Err(format!("VM {} not placed", vm.name));
+    for &v in displaced {
+        if !seen.contains(&v) {
+            return Err(format!("VM {} not placed", fleet.vms[v].name));
         }
     }
     for ((n, c), u) in used {
@@ -603,12 +631,19 @@ impl<'a> Checker<'a> {
         let demand_bytes = displaced
             .iter()
             .fold(0u64, |a, &v| a.saturating_add(fleet.vms[v].total()));
-        let outcome = self.solve(&failed, &displaced, budget);
+        let mut outcome = self.solve(&failed, &displaced, budget);
+        // Belt and braces: a witness that does not check out is not a guarantee.
+        if let Outcome::Guaranteed { witness, .. } = &outcome {
+            if verify_moves(fleet, &failed, &displaced, witness).is_err() {
+                outcome = Outcome::NotProven { steps: 0 };
+            }
+        }
         Scenario {
             failed,
             displaced,
             demand_bytes,
             outcome,
+            witness_kept: true,
         }
     }
 
