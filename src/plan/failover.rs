@@ -812,6 +812,37 @@ impl<'a> Checker<'a> {
                 });
             }
         }
+        for &v in items {
+            let vm = &fleet.vms[v];
+            let Some(dom) = self.dominant(v) else {
+                continue;
+            };
+            let dd = vm.demand[dom];
+            let fits = if vm.single_node {
+                self.node_order[dom]
+                    .iter()
+                    .take_while(|&&n| self.free0[n * nc + dom] >= dd)
+                    .any(|&n| {
+                        !self.failed[fleet.nodes[n].host]
+                            && (0..nc).all(|c| self.free0[n * nc + c] >= vm.demand[c])
+                    })
+            } else {
+                self.host_order[dom]
+                    .iter()
+                    .take_while(|&&h| self.slack0[h * nc + dom] >= dd)
+                    .any(|&h| {
+                        !self.failed[h] && (0..nc).all(|c| self.slack0[h * nc + c] >= vm.demand[c])
+                    })
+            };
+            if !fits {
+                return Some(Outcome::Impossible {
+                    proof: Proof::DoesNotFit {
+                        vm: v,
+                        single_node: vm.single_node,
+                    },
+                });
+            }
+        }
         for c in 0..nc {
             let mut sizes: Vec<u64> = items
                 .iter()
@@ -863,37 +894,6 @@ impl<'a> Checker<'a> {
                         },
                     });
                 }
-            }
-        }
-        for &v in items {
-            let vm = &fleet.vms[v];
-            let Some(dom) = self.dominant(v) else {
-                continue;
-            };
-            let dd = vm.demand[dom];
-            let fits = if vm.single_node {
-                self.node_order[dom]
-                    .iter()
-                    .take_while(|&&n| self.free0[n * nc + dom] >= dd)
-                    .any(|&n| {
-                        !self.failed[fleet.nodes[n].host]
-                            && (0..nc).all(|c| self.free0[n * nc + c] >= vm.demand[c])
-                    })
-            } else {
-                self.host_order[dom]
-                    .iter()
-                    .take_while(|&&h| self.slack0[h * nc + dom] >= dd)
-                    .any(|&h| {
-                        !self.failed[h] && (0..nc).all(|c| self.slack0[h * nc + c] >= vm.demand[c])
-                    })
-            };
-            if !fits {
-                return Some(Outcome::Impossible {
-                    proof: Proof::DoesNotFit {
-                        vm: v,
-                        single_node: vm.single_node,
-                    },
-                });
             }
         }
         None
