@@ -246,10 +246,12 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
     let big = Budget {
         search_steps: 50_000_000,
         max_scenarios: 1_000,
+        keep_witnesses: 1_000,
     };
     let tiny = Budget {
         search_steps: tiny_budget,
         max_scenarios: 1_000,
+        keep_witnesses: 1_000,
     };
     for k in 1..=2 {
         let report =
@@ -370,7 +372,7 @@ proptest! {
                 .collect();
             snaps.push(Snapshot { host: format!("h{h}"), nodes, vms });
         }
-        let budget = Budget { search_steps: 10_000, max_scenarios: 100 };
+        let budget = Budget { search_steps: 10_000, max_scenarios: 100, keep_witnesses: 100 };
         if let Ok(report) = failover::failover(&snaps, k, &budget) {
             let f = Fleet::from_snapshots(&snaps).unwrap();
             for s in &report.scenarios {
@@ -417,6 +419,7 @@ fn outcome_mix_is_varied() {
         "i-NoSurvivors",
         "i-ClassShortfall",
         "i-DoesNotFit",
+        "i-Fragmented",
         "i-Exhausted",
     ] {
         assert!(
