@@ -66,6 +66,10 @@ use crate::reservation::{
 };
 use crate::units::PageSize;
 
+/// The guide "Using numapin in a VMM" (`docs/vmm-guide.md`); its examples are doctests.
+#[doc = include_str!("../docs/vmm-guide.md")]
+pub mod guide {}
+
 /// Guest memory whose regions are numapin reservations ([`Layout::build`] makes one).
 pub type NumaGuestMemory<B = ()> = GuestMemoryMmap<OwnedBitmap<B>>;
 
