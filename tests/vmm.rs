@@ -295,3 +295,39 @@ fn a_failed_population_keeps_the_memory_until_the_region_goes() {
     assert!(!mapped_at(ptr));
     assert_eq!(free_pages(node.0, 2048), free, "every page went back");
 }
+
+/// Hot-plug: regions built on their own join an existing guest memory with vm-memory's
+/// `insert_region`, and stay owned the same way.
+#[test]
+fn regions_can_be_hot_plugged() {
+    let base = |size| {
+        Reservation::builder(size)
+            .page_size(PageSize::Base4K)
+            .lock(false)
+            .threads(1)
+            .build()
+            .unwrap()
+    };
+    let mem = Layout::new()
+        .region(GuestAddress(0), base(2 << 20))
+        .build()
+        .unwrap();
+    let plug = Layout::new()
+        .region(GuestAddress(1 << 30), base(4 << 20))
+        .build_regions()
+        .unwrap();
+    assert_eq!(plug.len(), 1);
+    let ptr = vmm::owner(&plug[0]).as_ptr();
+    let region = std::sync::Arc::new(plug.into_iter().next().unwrap());
+    let bigger = mem.insert_region(region).unwrap();
+    drop(mem);
+    assert_eq!(bigger.num_regions(), 2);
+    bigger
+        .write_obj(0x55aa_u16, GuestAddress((1 << 30) + 4094))
+        .unwrap();
+    // SAFETY: inside the plugged 4 MiB mapping, which `bigger` keeps alive.
+    let seen = unsafe { ptr.add(4094).cast::<u16>().read_unaligned() };
+    assert_eq!(seen, 0x55aa);
+    drop(bigger);
+    assert!(!mapped_at(ptr));
+}
