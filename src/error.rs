@@ -185,6 +185,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A planner input (a `numapin status --json` snapshot) is malformed or inconsistent.
+    #[error("{file}: invalid snapshot at {field}: {what}; give the planner each host's `numapin status --json` output unedited")]
+    InvalidSnapshot {
+        /// The file (or label) the snapshot came from.
+        file: String,
+        /// The JSON path of the offending field (`nodes[0].classes[1].reserved_bytes`).
+        field: String,
+        /// What is wrong, with the numbers.
+        what: String,
+    },
+
     // --- VMM integration (features `vm-memory` and `hwloc`) ---
     /// A guest memory layout was refused (feature `vm-memory`): a region overlaps another, is
     /// not aligned to its page size, or ends past the guest address space. The reservations
@@ -218,6 +229,22 @@ pub enum Error {
         what: &'static str,
         /// hwloc's answer.
         reason: String,
+    },
+
+    // --- baseline (issue 4) ---
+    /// A balloon range does not fit the region or its granule.
+    #[error("balloon range {offset:#x}+{len:#x} is invalid for a region of {} with a {} granule: {reason}; pass an offset and length that are multiples of {granule} bytes and end at or before byte {region_len}", format_bytes(*region_len), format_bytes(*granule as u64))]
+    BalloonRange {
+        /// Offset asked for, from the start of the region.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// The balloon's granule in bytes.
+        granule: usize,
+        /// The region's length in bytes.
+        region_len: u64,
+        /// What is wrong (misaligned, past the end, empty).
+        reason: &'static str,
     },
 }
 

@@ -536,18 +536,9 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
     nodes.dedup();
     if nodes.is_empty() {
         let local = sys::current_cpu().and_then(|c| topo.node_of_cpu(c));
-        let chosen = local
-            .filter(|n| with_memory.contains(n))
-            .or_else(|| with_memory.first().copied())
+        let (chosen, why) = default_node(topo, local)
             .ok_or_else(|| Error::InvalidConfig("no online node has memory".into()))?;
-        notes.push(format!(
-            "no node given: chose node {chosen} ({})",
-            if local == Some(chosen) {
-                "local to the calling CPU"
-            } else {
-                "first node with memory"
-            }
-        ));
+        notes.push(format!("no node given: chose node {chosen} ({why})"));
         nodes.push(chosen);
     }
     for &n in &nodes {
@@ -655,6 +646,36 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
         verify_limit: b.verify_limit,
         notes,
     })
+}
+
+/// The node a reservation without nodes goes to: the calling CPU's node if it has memory,
+/// else the node with memory nearest to it (the kernel's distance; lowest id on a tie) — on a
+/// CPU-only node, the first node with memory may be the farthest one — else the first node
+/// with memory. Returns the node and why it was chosen.
+fn default_node(topo: &Topology, local: Option<NodeId>) -> Option<(NodeId, String)> {
+    let with_memory = || topo.nodes.iter().filter(|n| n.has_memory()).map(|n| n.id);
+    let Some(local) = local else {
+        return with_memory().next().map(|n| {
+            (
+                n,
+                "first node with memory; the calling CPU's node is unknown".into(),
+            )
+        });
+    };
+    if topo.node(local).is_some_and(|n| n.has_memory()) {
+        return Some((local, "local to the calling CPU".into()));
+    }
+    with_memory()
+        .min_by_key(|&n| (topo.distance(local, n).unwrap_or(u32::MAX), n))
+        .map(|n| {
+            let d = topo
+                .distance(local, n)
+                .map_or("unknown".to_string(), |d| d.to_string());
+            (
+                n,
+                format!("nearest node with memory to the calling CPU's memory-less node {local}, distance {d}"),
+            )
+        })
 }
 
 fn short_reason(e: &Error) -> String {
@@ -893,22 +914,31 @@ fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
     }
 }
 
-/// Re-reads the pools to describe a shortage the kernel found after the preflight passed.
+/// Re-reads the pools to describe a shortage the kernel found after the preflight passed: the
+/// same attribution as the preflight (which node must grow, by how much), on fresh numbers.
+/// If the fresh pools would pass (they changed again), the first node and its numbers.
 fn pool_short_now(plan: &Plan) -> Error {
     let page = plan.page_size;
     let gran = page.bytes().unwrap_or(1) as u64;
     let node = plan.nodes[0];
     match Topology::from_sysfs() {
-        Ok(t) => Error::HugepagesShort {
-            node,
-            page_size: page,
-            wanted: plan.size / gran,
-            free_on_node: t
-                .node(node)
-                .and_then(|n| n.pool(page))
-                .map_or(0, |p| p.free),
-            free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
-        },
+        Ok(t) => {
+            let b = Reservation::builder(plan.size).policy(plan.policy);
+            if let Err(e @ Error::HugepagesShort { .. }) = check_capacity(&b, &t, &plan.nodes, page)
+            {
+                return e;
+            }
+            Error::HugepagesShort {
+                node,
+                page_size: page,
+                wanted: plan.size / gran,
+                free_on_node: t
+                    .node(node)
+                    .and_then(|n| n.pool(page))
+                    .map_or(0, |p| p.free),
+                free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
+            }
+        }
         Err(e) => e,
     }
 }
@@ -1040,6 +1070,15 @@ fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
     if plan.page_size == PageSize::Transparent {
         sys::madvise(map.ptr, len, libc::MADV_HUGEPAGE)
             .map_err(|e| Error::sys("madvise(MADV_HUGEPAGE)", e))?;
+    }
+    if plan.page_size == PageSize::Base4K {
+        // 4k means 4 KiB pages: with THP `always` the kernel would otherwise back the region
+        // with huge pages the caller did not ask for (and the report would be wrong).
+        match sys::madvise(map.ptr, len, libc::MADV_NOHUGEPAGE) {
+            // A kernel without THP refuses the advice; then no huge page can appear anyway.
+            Ok(()) | Err(libc::EINVAL) => {}
+            Err(e) => return Err(Error::sys("madvise(MADV_NOHUGEPAGE)", e)),
+        }
     }
 
     if plan.lock == LockKind::Mlock {
@@ -1673,5 +1712,30 @@ mod tests {
         assert_eq!(rep.placement.values().sum::<u64>(), 8 << 20);
         assert!(rep.verified_all);
         assert_eq!(rep.verified_pages, rep.total_pages);
+        // 4k means no THP, whatever the host's THP mode (`nh` = MADV_NOHUGEPAGE).
+        let vma = crate::smaps::vma_info(r.as_ptr() as usize)
+            .unwrap()
+            .expect("the region is mapped");
+        assert!(vma.flags.iter().any(|f| f == "nh"), "{:?}", vma.flags);
+        assert_eq!(vma.anon_huge, 0);
+    }
+
+    #[test]
+    fn default_node_is_local_else_nearest_with_memory() {
+        let mut t = fixture();
+        let pick = |t: &Topology, local| default_node(t, local).map(|(n, _)| n);
+        assert_eq!(pick(&t, Some(NodeId(0))), Some(NodeId(0)));
+        assert_eq!(pick(&t, Some(NodeId(1))), Some(NodeId(1)));
+        assert_eq!(pick(&t, None), Some(NodeId(0)));
+        // Node 3 has CPUs but no memory; equally far from 0 and 1: the lower id.
+        assert_eq!(pick(&t, Some(NodeId(3))), Some(NodeId(0)));
+        // Nearer to node 1: node 1, not the first node with memory.
+        t.distances[2] = vec![30, 15, 10];
+        let (n, why) = default_node(&t, Some(NodeId(3))).unwrap();
+        assert_eq!(n, NodeId(1));
+        assert!(
+            why.contains("nearest") && why.contains("distance 15"),
+            "{why}"
+        );
     }
 }
