@@ -82,7 +82,8 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["many"] => many(spec),
         ["default", "local"] => default_local(spec),
         ["default", "nearest"] => default_nearest(spec),
-        _ => Err(format!("unknown scenario {name}")),
+        _ => crate::vmm_guest::run(spec, name)
+            .unwrap_or_else(|| Err(format!("unknown scenario {name}"))),
     }
 }
 
