@@ -4,7 +4,7 @@
 //!   memory while both regions are still being populated; both populate at the same time,
 //!   bytes written through `Bytes` land on the right node (the kernel's `numa_maps` says so);
 //! - `hwloc.agree`: hwloc and sysfs describe the guest's topology alike.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 use crate::harness::Spec;
 
