@@ -331,3 +331,28 @@ fn regions_can_be_hot_plugged() {
     drop(bigger);
     assert!(!mapped_at(ptr));
 }
+
+/// Dirty-page tracking (for live migration) still works: the owner forwards every bitmap call
+/// to the inner `AtomicBitmap`.
+#[test]
+fn dirty_tracking_goes_through_the_owner() {
+    use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+    let r = Reservation::builder(1 << 20)
+        .page_size(PageSize::Base4K)
+        .lock(false)
+        .threads(1)
+        .build()
+        .unwrap();
+    let mem = Layout::<AtomicBitmap>::default()
+        .region(GuestAddress(0), r)
+        .build()
+        .unwrap();
+    let region = mem.iter().next().unwrap();
+    let bitmap = region.get_mmap();
+    let bitmap = bitmap.bitmap();
+    assert!(!bitmap.dirty_at(5 * 4096));
+    mem.write_obj(7u8, GuestAddress(5 * 4096 + 1)).unwrap();
+    assert!(bitmap.dirty_at(5 * 4096), "the write marked its page dirty");
+    assert!(bitmap.inner().dirty_at(5 * 4096));
+    assert!(!bitmap.dirty_at(6 * 4096), "and only its page");
+}
