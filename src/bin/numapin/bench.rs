@@ -62,9 +62,8 @@ struct Row {
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-fn say(json: bool, msg: &str) {
-    // Progress goes to stderr, so `--json` keeps stdout to the one object.
-    let _ = json;
+/// Progress goes to stderr, so that `--json` keeps stdout to the one object.
+fn say(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
@@ -169,18 +168,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             .map_or(0, |d| d.as_secs()),
     });
     if hypervisor {
-        say(json, "this machine is a VM (`hypervisor` in /proc/cpuinfo): its host faults guest memory in lazily, so the first pass over memory is slow; warming up first");
+        say("this machine is a VM (`hypervisor` in /proc/cpuinfo): its host faults guest memory in lazily, so the first pass over memory is slow; warming up first");
     }
 
     // Warm-up: fault the pool pages and base memory in on the outer host, and run every code
     // path once. Nothing here is counted.
-    say(
-        json,
-        &format!(
-            "warming up {} of 2M pages and of base pages",
-            format_bytes(size)
-        ),
-    );
+    say(&format!(
+        "warming up {} of 2M pages and of base pages",
+        format_bytes(size)
+    ));
     drop(reserve(size, PageSize::Huge2M, threads)?);
     {
         let mut w = LazyRegion::new(size, PageSize::Base4K, Sharing::Private)?;
@@ -196,13 +192,10 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .min(size as usize);
     let granule = 2 << 20;
     let mut s = Samples::default();
-    say(
-        json,
-        &format!(
-            "{reps} interleaved repetitions at {} with {threads} thread(s)",
-            format_bytes(size)
-        ),
-    );
+    say(&format!(
+        "{reps} interleaved repetitions at {} with {threads} thread(s)",
+        format_bytes(size)
+    ));
     for rep in 0..reps {
         let sample = measure::page_sample(size as usize, sample_pages, rep as u64 + 1);
         let mut order = [0, 2];
@@ -254,10 +247,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     // numapin's populate step against the raw kernel limit, in adjacent pairs. Its own loop
     // with more repetitions than the others: the two are close, so the ratio needs them.
     let preps = if a.quick { 7 } else { 15 };
-    say(
-        json,
-        &format!("populate_vs_limit: {preps} interleaved pairs"),
-    );
+    say(&format!("populate_vs_limit: {preps} interleaved pairs"));
     for rep in 0..=preps {
         let mut sides = [0, 1];
         if rep % 2 == 1 {
@@ -350,7 +340,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             PageSize::Huge2M => size.min(if a.quick { 512 * MIB } else { GIB }),
             _ => match free1g {
                 0 => {
-                    say(json, "no free 1G hugepage: populate_gibps_1g rows skipped");
+                    say("no free 1G hugepage: populate_gibps_1g rows skipped");
                     continue;
                 }
                 1 => GIB,
@@ -360,7 +350,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         if page == PageSize::Transparent
             && matches!(topo.thp, ThpMode::Never | ThpMode::Unsupported)
         {
-            say(json, "THP disabled: populate_gibps_thp rows skipped");
+            say("THP disabled: populate_gibps_thp rows skipped");
             continue;
         }
         for &t in &tcounts {
@@ -390,7 +380,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
                 Ok(v) => v,
                 Err(e) => {
                     // Informational rows: the pools are shared, another user may hold pages.
-                    say(json, &format!("populate_gibps_{name}_{t}t skipped: {e}"));
+                    say(&format!("populate_gibps_{name}_{t}t skipped: {e}"));
                     continue;
                 }
             };
@@ -414,12 +404,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
 
     // QEMU's preallocation, whole process against whole process.
-    if let Some(row) = qemu_row(size, threads, if a.quick { 3 } else { 7 }, json)? {
+    if let Some(row) = qemu_row(size, threads, if a.quick { 3 } else { 7 })? {
         rows.push(row);
     }
 
     if let Some(dir) = &a.plots {
-        plots(dir, size, threads, a.quick, &s, &tp, json)?;
+        plots(dir, size, threads, a.quick, &s, &tp)?;
     }
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -530,12 +520,9 @@ fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, String> {
     }
 }
 
-fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option<Row>, CliError> {
+fn qemu_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, CliError> {
     let Some(qemu) = which("qemu-system-x86_64") else {
-        say(
-            json,
-            "qemu-system-x86_64 not installed: qemu_prealloc row skipped",
-        );
+        say("qemu-system-x86_64 not installed: qemu_prealloc row skipped");
         return Ok(None);
     };
     let exe = std::env::current_exe()?;
@@ -571,10 +558,7 @@ fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option
         ));
         c
     };
-    say(
-        json,
-        &format!("qemu_prealloc: {reps} interleaved runs of each"),
-    );
+    say(&format!("qemu_prealloc: {reps} interleaved runs of each"));
     let (mut n, mut b) = (Vec::new(), Vec::new());
     for rep in 0..=reps {
         let mut sides = [0, 1];
@@ -598,13 +582,10 @@ fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    say(
-                        json,
-                        &format!(
-                            "qemu_prealloc row skipped: {} failed: {e}",
-                            if side == 0 { "numapin reserve" } else { "qemu" }
-                        ),
-                    );
+                    say(&format!(
+                        "qemu_prealloc row skipped: {} failed: {e}",
+                        if side == 0 { "numapin reserve" } else { "qemu" }
+                    ));
                     return Ok(None);
                 }
             }
@@ -628,14 +609,13 @@ fn plots(
     quick: bool,
     s: &Samples,
     tp: &[(String, f64, f64, f64)],
-    json: bool,
 ) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)?;
     // Time to ready against size: a sweep of smaller sizes, then the main figure.
     let reps = if quick { 1 } else { 3 };
     let mut pts: [Vec<(f64, f64)>; 2] = Default::default();
     let mut sz = (size / 8).next_multiple_of(2 * MIB);
-    say(json, "plots: time to ready against size");
+    say("plots: time to ready against size");
     while sz < size {
         let (mut n, mut b) = (Vec::new(), Vec::new());
         for _ in 0..reps {
@@ -709,6 +689,6 @@ fn plots(
         &["#1f77b4", "#ff7f0e", "#7f7f7f"],
     );
     std::fs::write(dir.join("populate_throughput.svg"), bars)?;
-    say(json, &format!("plots written to {}", dir.display()));
+    say(&format!("plots written to {}", dir.display()));
     Ok(())
 }
