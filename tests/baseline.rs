@@ -10,12 +10,26 @@ use numapin::{Error, PageSize};
 
 const MIB: usize = 1 << 20;
 
-/// Resident bytes of the region's VMA as smaps counts them (hugetlb pages are counted apart).
-fn smaps_resident(r: &LazyRegion) -> u64 {
+/// Resident bytes of the region as smaps counts them (hugetlb pages are counted apart), when
+/// the region is a VMA of its own. Private anonymous mappings with the same flags merge with a
+/// neighbour (another test's region, mapped concurrently); then smaps cannot tell the region's
+/// share and only `mincore` (exact per page) is checked.
+fn smaps_resident(r: &LazyRegion) -> Option<u64> {
     let v = vma_info(r.as_ptr() as usize)
         .expect("read smaps")
-        .expect("the region is a VMA");
-    v.rss.max(v.hugetlb_bytes)
+        .expect("the region is in a VMA");
+    if (v.start, v.end) != (r.as_ptr() as usize, r.as_ptr() as usize + r.len()) {
+        eprintln!("note: the region's VMA merged with a neighbour; smaps check skipped");
+        return None;
+    }
+    Some(v.rss.max(v.hugetlb_bytes))
+}
+
+/// Asserts smaps agrees, where it can tell.
+fn assert_smaps(r: &LazyRegion, expected: usize, what: &str) {
+    if let Some(rss) = smaps_resident(r) {
+        assert_eq!(rss, expected as u64, "smaps: {what}");
+    }
 }
 
 /// Checks the cycle on one region: lazy → touched → quarter inflated → deflated and touched.
@@ -23,7 +37,7 @@ fn cycle(mut r: LazyRegion) {
     let len = r.len();
     let q = len / 4;
     assert_eq!(r.resident_bytes().unwrap(), 0, "lazy: nothing resident yet");
-    assert_eq!(smaps_resident(&r), 0);
+    assert_smaps(&r, 0, "lazy");
 
     r.as_mut_slice().fill(0xa5);
     assert_eq!(
@@ -31,7 +45,7 @@ fn cycle(mut r: LazyRegion) {
         len as u64,
         "touched: all resident"
     );
-    assert_eq!(smaps_resident(&r), len as u64);
+    assert_smaps(&r, len, "touched or refaulted");
 
     r.inflate(q, q).unwrap();
     assert_eq!(r.inflated_bytes(), q as u64);
@@ -41,7 +55,7 @@ fn cycle(mut r: LazyRegion) {
         "inflate freed the quarter ({:?})",
         r.discard_method()
     );
-    assert_eq!(smaps_resident(&r), (len - q) as u64);
+    assert_smaps(&r, len - q, "inflated");
     // The host took the pages: the guest's data there is gone, the rest kept.
     let s = r.as_slice();
     assert!(s[..q].iter().all(|&b| b == 0xa5));
@@ -58,7 +72,7 @@ fn cycle(mut r: LazyRegion) {
         len as u64,
         "deflate + touch refaulted"
     );
-    assert_eq!(smaps_resident(&r), len as u64);
+    assert_smaps(&r, len, "touched or refaulted");
     // The refaulted pages came back zeroed (touch added one to one byte per page).
     assert!(r.as_slice()[q..q + q]
         .chunks(4096)
@@ -135,9 +149,13 @@ fn thp_balloon_frees_whole_huge_pages() {
     r.touch(0, r.len());
     let before = vma_info(r.as_ptr() as usize).unwrap().unwrap();
     r.inflate(0, 8 * MIB).unwrap();
+    assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
     let after = vma_info(r.as_ptr() as usize).unwrap().unwrap();
-    assert_eq!(after.rss, before.rss - 8 * MIB as u64);
-    if before.anon_huge == 16 * MIB as u64 {
+    let own = (before.start, before.end) == (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
+    if !own {
+        eprintln!("note: the region's VMA merged with a neighbour; smaps check skipped");
+    } else if before.anon_huge == 16 * MIB as u64 {
+        assert_eq!(after.rss, before.rss - 8 * MIB as u64);
         assert_eq!(
             after.anon_huge,
             8 * MIB as u64,
@@ -149,7 +167,6 @@ fn thp_balloon_frees_whole_huge_pages() {
             before.anon_huge
         );
     }
-    assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
 }
 
 fn hugetlb_cycle(sharing: Sharing, method: Discard) {
