@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod plan;
 mod reserve;
 mod topology;
 
@@ -26,6 +27,8 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
+    Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
     Bench(bench::Args),
 }
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
     };
     match r {
