@@ -186,7 +186,9 @@ fn hugetlb_cycle(sharing: Sharing, method: Discard) {
         free0,
         "MAP_NORESERVE: no page taken or reserved at map time"
     );
-    r.touch(0, r.len());
+    // Populate rather than touch: if another process drains the pool meanwhile, an error,
+    // not a SIGBUS.
+    r.populate(0, r.len()).unwrap();
     assert_eq!(
         common::free_pages(0, 2048),
         free0 - pages,
@@ -242,4 +244,35 @@ fn errors_leave_nothing_mapped() {
     // Other tests' threads may map or open a few things meanwhile; 50 leaks would show.
     assert!(count("/proc/self/maps") < maps + 10, "mappings leaked");
     assert!(count("/proc/self/fd") < fds + 10, "memfds leaked");
+}
+
+#[test]
+fn refault_on_an_empty_pool_is_an_error_not_sigbus() {
+    let _lock = common::pools_exclusive();
+    if !common::need(
+        common::free_pages(0, 2048) >= 4,
+        "needs 4 free 2 MiB hugepages on node 0",
+    ) {
+        return;
+    }
+    let mut r = LazyRegion::new(4 * (2 << 20), PageSize::Huge2M, Sharing::Shared).unwrap();
+    r.populate(0, r.len()).unwrap();
+    r.inflate(0, 4 * MIB).unwrap();
+    // Another tenant takes every free page (an overcommitted host).
+    let free = common::free_pages(0, 2048);
+    let hog = LazyRegion::new(free * (2 << 20), PageSize::Huge2M, Sharing::Private).unwrap();
+    // If someone else took pages meanwhile, this fails part-way with the pool empty all the
+    // same, which is all the test needs.
+    let _ = hog.populate(0, hog.len());
+    assert_eq!(common::free_pages(0, 2048), 0);
+    let e = r.deflate(0, 4 * MIB, true).unwrap_err();
+    assert!(
+        matches!(e, Error::Sys { call, .. } if call.contains("POPULATE")),
+        "{e}"
+    );
+    assert_eq!(r.inflated_bytes(), 4 * MIB as u64, "nothing was deflated");
+    drop(hog);
+    r.deflate(0, 4 * MIB, true).unwrap();
+    assert_eq!(r.inflated_bytes(), 0);
+    assert_eq!(r.resident_bytes().unwrap(), r.len() as u64);
 }
