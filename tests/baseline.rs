@@ -169,34 +169,32 @@ fn thp_balloon_frees_whole_huge_pages() {
     }
 }
 
+/// Free 2 MiB pages host-wide (the baseline binds to no node).
+fn free_2m() -> u64 {
+    common::read_u64("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+}
+
 fn hugetlb_cycle(sharing: Sharing, method: Discard) {
     let _lock = common::pools_exclusive();
     let pages = 8u64;
-    if !common::need(
-        common::free_pages(0, 2048) >= pages,
-        "needs 8 free 2 MiB hugepages on node 0",
-    ) {
+    if !common::need(free_2m() >= pages, "needs 8 free 2 MiB hugepages") {
         return;
     }
-    let free0 = common::free_pages(0, 2048);
+    let free0 = free_2m();
     let mut r = LazyRegion::new(pages * (2 << 20), PageSize::Huge2M, sharing).unwrap();
     assert_eq!(r.discard_method(), method);
     assert_eq!(
-        common::free_pages(0, 2048),
+        free_2m(),
         free0,
         "MAP_NORESERVE: no page taken or reserved at map time"
     );
     // Populate rather than touch: if another process drains the pool meanwhile, an error,
     // not a SIGBUS.
     r.populate(0, r.len()).unwrap();
-    assert_eq!(
-        common::free_pages(0, 2048),
-        free0 - pages,
-        "touch faulted all"
-    );
+    assert_eq!(free_2m(), free0 - pages, "touch faulted all");
     r.inflate(0, 4 * MIB).unwrap();
     assert_eq!(
-        common::free_pages(0, 2048),
+        free_2m(),
         free0 - pages + 2,
         "inflate returned two pages to the pool"
     );
@@ -205,13 +203,9 @@ fn hugetlb_cycle(sharing: Sharing, method: Discard) {
         (pages as usize - 2) as u64 * 2 * MIB as u64
     );
     r.deflate(0, 4 * MIB, true).unwrap();
-    assert_eq!(common::free_pages(0, 2048), free0 - pages, "refaulted");
+    assert_eq!(free_2m(), free0 - pages, "refaulted");
     drop(r);
-    assert_eq!(
-        common::free_pages(0, 2048),
-        free0,
-        "drop returned every page"
-    );
+    assert_eq!(free_2m(), free0, "drop returned every page");
 }
 
 #[test]
@@ -249,8 +243,6 @@ fn errors_leave_nothing_mapped() {
 #[test]
 fn refault_on_an_empty_pool_is_an_error_not_sigbus() {
     let _lock = common::pools_exclusive();
-    // Host-wide: the hog below is not bound to a node.
-    let free_2m = || common::read_u64("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
     if !common::need(free_2m() >= 4, "needs 4 free 2 MiB hugepages") {
         return;
     }
