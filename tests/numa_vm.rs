@@ -12,6 +12,8 @@ mod common;
 mod guest;
 #[path = "numa-vm/harness.rs"]
 mod harness;
+#[path = "numa-vm/vmm_guest.rs"]
+mod vmm_guest;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -83,7 +83,8 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["default", "local"] => default_local(spec),
         ["default", "nearest"] => default_nearest(spec),
         ["vmm", "two_regions"] => vmm_two_regions(spec),
-        _ => Err(format!("unknown scenario {name}")),
+        _ => crate::vmm_guest::run(spec, name)
+            .unwrap_or_else(|| Err(format!("unknown scenario {name}"))),
     }
 }
 

@@ -225,6 +225,7 @@ impl Spec {
         {
             s.push("default.nearest".into());
         }
+        s.extend(crate::vmm_guest::names(self));
         s
     }
 
