@@ -102,14 +102,6 @@ fn four_asymmetric_nodes_with_memoryless_and_cpuless() {
     boot_and_check(Spec::asym4());
 }
 
-/// Issue 8's two-region vm-memory guest, one region per node (`.ci/steps/50-numa-vm-vmm.sh`
-/// runs it: `cargo test --features vm-memory --test numa_vm vm_memory`).
-#[cfg(feature = "vm-memory")]
-#[test]
-fn vm_memory_regions_on_two_nodes() {
-    boot_and_check(Spec::sym2().vmm_only());
-}
-
 /// The guest's entry point: `init.sh` runs `numa_vm --ignored --exact guest` inside the VM.
 #[test]
 #[ignore = "runs inside the NUMA guest (init.sh starts it); the host tests boot it"]
@@ -124,7 +116,7 @@ fn guest() {
 
 #[test]
 fn spec_round_trips_and_names_every_scenario_once() {
-    for s in [Spec::sym2(), Spec::asym4(), Spec::asym4().vmm_only()] {
+    for s in [Spec::sym2(), Spec::asym4()] {
         s.numbering_is_the_guests().unwrap();
         assert_eq!(Spec::from_text(&s.to_text()), s);
         let names = s.scenarios();

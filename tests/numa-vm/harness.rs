@@ -43,8 +43,6 @@ pub struct Spec {
     pub dist: Vec<Vec<u32>>,
     /// THP mode init writes (`always` makes a missing `MADV_NOHUGEPAGE` visible).
     pub thp: String,
-    /// Which scenarios run: `all`, or `vmm` (the vm-memory two-region guest only).
-    pub suite: String,
 }
 
 /// A 1 GiB page may only be asked of a node this large (the page must be 1 GiB-aligned and
@@ -66,7 +64,6 @@ impl Spec {
             nodes: vec![n(0), n(1)],
             dist: vec![vec![10, 20], vec![20, 10]],
             thp: "always".into(),
-            suite: "all".into(),
         }
     }
 
@@ -96,7 +93,6 @@ impl Spec {
                 vec![31, 25, 27, 10],
             ],
             thp: "always".into(),
-            suite: "all".into(),
         }
     }
 
@@ -167,20 +163,9 @@ impl Spec {
         self.dist[i][j]
     }
 
-    /// This topology, running only the vm-memory scenario (feature `vm-memory`).
-    pub fn vmm_only(mut self) -> Spec {
-        self.name = format!("{}-vmm", self.name);
-        self.suite = "vmm".into();
-        self
-    }
-
     /// The names of the scenarios the guest must report for this topology, in order.
     pub fn scenarios(&self) -> Vec<String> {
         let mut s = vec!["pools".to_string(), "topology".to_string()];
-        if self.suite == "vmm" {
-            s.push("vmm.two_regions".into());
-            return s;
-        }
         let mem = self.mem_nodes();
         for n in &mem {
             for p in ["4k", "thp", "2m"] {
@@ -216,6 +201,7 @@ impl Spec {
         }
         if mem.len() >= 2 {
             s.push("many".into());
+            s.push("ledger".into());
         }
         s.push("default.local".into());
         if self
@@ -231,10 +217,7 @@ impl Spec {
 
     /// The text form written to `/numavm.spec` (and read by `init.sh` for the pools).
     pub fn to_text(&self) -> String {
-        let mut t = format!(
-            "name {}\nthp {}\nsuite {}\n",
-            self.name, self.thp, self.suite
-        );
+        let mut t = format!("name {}\nthp {}\n", self.name, self.thp);
         for (i, n) in self.nodes.iter().enumerate() {
             let cpus: Vec<String> = n.cpus.iter().map(|c| c.to_string()).collect();
             let cpus = if cpus.is_empty() {
@@ -272,14 +255,12 @@ impl Spec {
             nodes: vec![],
             dist: vec![],
             thp: String::new(),
-            suite: String::new(),
         };
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.first().copied() {
                 Some("name") => s.name = f[1].into(),
                 Some("thp") => s.thp = f[1].into(),
-                Some("suite") => s.suite = f[1].into(),
                 Some("node") => {
                     let num = |i: usize| f[i].parse::<u64>().expect("number");
                     s.nodes.push(NodeSpec {
