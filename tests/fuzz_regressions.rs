@@ -196,7 +196,10 @@ fn tree_cpu_in_two_nodes_is_an_error() {
     s.put("sys/devices/system/node/online", "0,5\n");
     s.put("sys/devices/system/node/node0/distance", "10 20\n");
     s.put("sys/devices/system/node/node5/cpulist", "1\n");
-    s.put("sys/devices/system/node/node5/meminfo", "Node 5 MemTotal: 4 kB\n");
+    s.put(
+        "sys/devices/system/node/node5/meminfo",
+        "Node 5 MemTotal: 4 kB\n",
+    );
     s.put("sys/devices/system/node/node5/distance", "20 10\n");
     let err = read(&s).unwrap_err().to_string();
     assert!(err.contains("cpu 1 is also in node 0"), "{err}");
