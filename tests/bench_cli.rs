@@ -30,7 +30,14 @@ fn a_size_beyond_the_pool_is_refused_with_the_fix() {
 
 #[test]
 fn a_size_that_is_not_whole_2m_pages_is_refused() {
-    let (ok, err) = bench(&["--quick", "--size", "3MiB"]);
+    let (ok, err) = bench(&["--quick", "--size", "11MiB"]);
     assert!(!ok);
-    assert!(err.contains("2 MiB") && err.contains("4 MiB"), "{err}");
+    assert!(err.contains("10 MiB") && err.contains("12 MiB"), "{err}");
+}
+
+#[test]
+fn a_size_too_small_for_the_balloon_is_refused() {
+    let (ok, err) = bench(&["--quick", "--size", "4MiB"]);
+    assert!(!ok);
+    assert!(err.contains("at least 8 MiB"), "{err}");
 }

@@ -2,7 +2,8 @@
 # Smoke test of `numapin bench` (issue 4): runs `numapin bench --quick --json --plots DIR` once
 # and checks the JSON's shape and the plots — no performance thresholds (CI machines are noisy;
 # the figures are printed for the log). Works with or without qemu-system-x86_64: with it, the
-# qemu_prealloc row must be there. Runtime: ~1 min release build + ~35 s bench on a 2-CPU VM.
+# qemu_prealloc row must be there. Runtime: release build (~1 min from scratch) + 35-50 s of
+# bench on a 2-CPU VM; 1.5 min measured with an incremental build on a loaded machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d /tmp/numapin-bench-smoke.XXXXXX)

@@ -118,6 +118,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let size = a.size;
     let json = a.json;
 
+    if size < 8 * MIB {
+        return Err(numapin::Error::InvalidSize {
+            size,
+            reason: "numapin bench needs at least 8 MiB (its balloon takes a quarter, in 2 MiB granules); pass --size 8MiB or more".into(),
+        }
+        .into());
+    }
     // Fail early, with the library's own message (pool short, size not a multiple of 2 MiB).
     if let Err(e) = Reservation::builder(size)
         .page_size(PageSize::Huge2M)
@@ -188,9 +195,8 @@ pub fn run(a: &Args) -> Result<(), CliError> {
 
     let sample_pages = if a.quick { 8192 } else { 32768 };
     let steps = if a.quick { 1 << 20 } else { 1 << 22 };
-    let q = (size as usize / 4)
-        .next_multiple_of(2 << 20)
-        .min(size as usize);
+    // A quarter, in whole 2 MiB granules (size >= 8 MiB, so at least one).
+    let q = size as usize / 4 / (2 << 20) * (2 << 20);
     let granule = 2 << 20;
     let mut s = Samples::default();
     say(&format!(
