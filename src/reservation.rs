@@ -754,10 +754,18 @@ fn check_capacity(
                 MemPolicy::Bind => {
                     let total: u64 = nodes.iter().map(|&n| free(n)).sum();
                     if total < pages {
-                        // Ask the first node to make up the whole deficit.
+                        // Ask the first node to make up the whole deficit. "Elsewhere" is
+                        // outside the bound nodes: the other bound nodes' pages are counted
+                        // in `wanted` already, and the message says the rest cannot be used.
                         let n = nodes[0];
                         let others = total - free(n);
-                        return Err(short(n, pages - others, free(n)));
+                        return Err(Error::HugepagesShort {
+                            node: n,
+                            page_size: page,
+                            wanted: pages - others,
+                            free_on_node: free(n),
+                            free_elsewhere: topo.free_hugepages_elsewhere(page, nodes),
+                        });
                     }
                 }
                 MemPolicy::Interleave => {
@@ -1609,9 +1617,14 @@ mod tests {
                 node,
                 wanted,
                 free_on_node,
+                free_elsewhere,
                 ..
             }) => {
-                assert_eq!((node, wanted, free_on_node), (NodeId(1), 11, 10));
+                // Node 0's 100 free pages are counted in `wanted`, not "elsewhere".
+                assert_eq!(
+                    (node, wanted, free_on_node, free_elsewhere),
+                    (NodeId(1), 11, 10, 0)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1674,6 +1687,26 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn populate_cpus_must_be_usable() {
+        let e = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([60_000, 60_001])
+            .preflight()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidConfig(m) if m.contains("60000-60001") && m.contains("allowed")),
+            "{e}"
+        );
+        let allowed = sys::affinity().unwrap();
+        let plan = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([allowed[0], 60_000])
+            .preflight()
+            .unwrap();
+        assert_eq!((plan.cpus.clone(), plan.threads), (vec![allowed[0]], 1));
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod common;
 mod guest;
 #[path = "numa-vm/harness.rs"]
 mod harness;
+#[path = "numa-vm/vmm_guest.rs"]
+mod vmm_guest;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,8 +52,15 @@ fn boot_and_check(spec: Spec) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(420),
     );
+    let keep = std::env::var_os("NUMAVM_KEEP").is_some();
+    if keep {
+        // To boot it by hand (append ` numavm.shell` to -append for a shell after the run).
+        eprintln!("{:?}", harness::qemu_command(&tools, &spec, &initramfs));
+    }
     let b = harness::boot(&tools, &spec, &initramfs, timeout);
-    let _ = std::fs::remove_dir_all(&work);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     for r in &b.results {
         eprintln!(
             "{} {:<22} {}",

@@ -71,6 +71,7 @@ fn random_fleet(seed: u64) -> Vec<Snapshot> {
                 guest_used_bytes: 0,
                 guest_used_peak_bytes: 0,
                 single_node: if r.below(2) == 0 { None } else { Some(single) },
+                populated_bytes: None,
             });
         }
         // A VM marked None with charges on one node is single-node by default; one with
@@ -245,10 +246,12 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
     let big = Budget {
         search_steps: 50_000_000,
         max_scenarios: 1_000,
+        keep_witnesses: 1_000,
     };
     let tiny = Budget {
         search_steps: tiny_budget,
         max_scenarios: 1_000,
+        keep_witnesses: 1_000,
     };
     for k in 1..=2 {
         let report =
@@ -364,11 +367,12 @@ proptest! {
                     guest_used_bytes: 0,
                     guest_used_peak_bytes: val(&mut r),
                     single_node: [None, Some(true), Some(false)][r.below(3) as usize],
+                    populated_bytes: None,
                 })
                 .collect();
             snaps.push(Snapshot { host: format!("h{h}"), nodes, vms });
         }
-        let budget = Budget { search_steps: 10_000, max_scenarios: 100 };
+        let budget = Budget { search_steps: 10_000, max_scenarios: 100, keep_witnesses: 100 };
         if let Ok(report) = failover::failover(&snaps, k, &budget) {
             let f = Fleet::from_snapshots(&snaps).unwrap();
             for s in &report.scenarios {
@@ -415,6 +419,7 @@ fn outcome_mix_is_varied() {
         "i-NoSurvivors",
         "i-ClassShortfall",
         "i-DoesNotFit",
+        "i-Fragmented",
         "i-Exhausted",
     ] {
         assert!(

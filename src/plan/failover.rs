@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 
-use super::{class_name, Fleet, Target};
+use super::{class_name, sat_sum, Fleet, Target};
 use crate::error::Result;
 use crate::snapshot::Snapshot;
 use crate::units::format_bytes;
@@ -36,13 +36,18 @@ pub struct Budget {
     pub search_steps: u64,
     /// Scenarios evaluated at most; beyond, the verdict is at best `NotProven`.
     pub max_scenarios: u64,
+    /// Guaranteed scenarios whose placement is kept in the report (each was found and
+    /// checked either way); later ones keep an empty witness and `witness_kept: false`, so
+    /// that N+2 over a large fleet does not hold millions of placements in memory.
+    pub keep_witnesses: u64,
 }
 
 impl Default for Budget {
     fn default() -> Self {
         Budget {
             search_steps: 200_000,
-            max_scenarios: 1_000_000,
+            max_scenarios: 100_000,
+            keep_witnesses: 10_000,
         }
     }
 }
@@ -119,6 +124,29 @@ pub enum Proof {
         /// What the survivors have free of it.
         free: u64,
     },
+    /// The `vms` displaced VMs that need at least `at_least` bytes of class `page_size_bytes`
+    /// each (`demand` together) do not fit in the pieces the survivors' free capacity comes
+    /// in. A node (a host, when some of these VMs may span nodes) with free `f` can take at
+    /// most `f / at_least` of them, and of their bytes at most `f` rounded down to a multiple
+    /// of `granule` (the greatest common divisor of their demands), and nothing when
+    /// `f < at_least`. Summed over the survivors that is `slots` VMs and `usable` bytes; the
+    /// proof holds when `vms > slots` or `demand > usable`.
+    Fragmented {
+        /// The class.
+        page_size_bytes: u64,
+        /// The smallest demand of the VMs counted.
+        at_least: u64,
+        /// How many VMs need at least that much.
+        vms: u64,
+        /// What they need together.
+        demand: u64,
+        /// How many of them the survivors' free pieces can take at most.
+        slots: u64,
+        /// How many of their bytes the survivors' free pieces can hold at most.
+        usable: u64,
+        /// The greatest common divisor of their demands.
+        granule: u64,
+    },
     /// VM `vm` fits on no surviving node (single-node) or host.
     DoesNotFit {
         /// VM index in [`Fleet::vms`].
@@ -180,6 +208,9 @@ pub struct Scenario {
     pub demand_bytes: u64,
     /// The answer.
     pub outcome: Outcome,
+    /// Whether a `Guaranteed` outcome still carries its witness (see
+    /// [`Budget::keep_witnesses`]).
+    pub witness_kept: bool,
 }
 
 /// All scenarios of an N+k check.
@@ -238,7 +269,14 @@ pub fn check(fleet: &Fleet, k: usize, budget: &Budget) -> FailoverReport {
         if evaluated >= budget.max_scenarios {
             break;
         }
-        scenarios.push(ck.scenario(&idx, budget));
+        let mut sc = ck.scenario(&idx, budget);
+        if evaluated >= budget.keep_witnesses {
+            if let Outcome::Guaranteed { witness, .. } = &mut sc.outcome {
+                *witness = Vec::new();
+                sc.witness_kept = false;
+            }
+        }
+        scenarios.push(sc);
         evaluated += 1;
         // Next combination in lexicographic order.
         let mut i = k;
@@ -349,15 +387,28 @@ pub fn verify_witness(
     failed: &[usize],
     witness: &[Move],
 ) -> std::result::Result<(), String> {
+    let displaced: Vec<usize> = (0..fleet.vms.len())
+        .filter(|&v| failed.contains(&fleet.vms[v].host))
+        .collect();
+    verify_moves(fleet, failed, &displaced, witness)
+}
+
+/// [`verify_witness`] in time linear in the witness, given the displaced VMs.
+fn verify_moves(
+    fleet: &Fleet,
+    failed: &[usize],
+    displaced: &[usize],
+    witness: &[Move],
+) -> std::result::Result<(), String> {
     let nc = fleet.classes.len();
-    let mut seen = vec![false; fleet.vms.len()];
+    let mut seen = HashSet::new();
     let mut used = std::collections::HashMap::<(usize, usize), u64>::new();
     for m in witness {
         let vm = fleet.vms.get(m.vm).ok_or(format!("VM {} unknown", m.vm))?;
         if !failed.contains(&vm.host) {
             return Err(format!("VM {} was not on a failed host", vm.name));
         }
-        if std::mem::replace(&mut seen[m.vm], true) {
+        if !seen.insert(m.vm) {
             return Err(format!("VM {} placed twice", vm.name));
         }
         let mut got = vec![0u64; nc];
@@ -393,9 +444,9 @@ pub fn verify_witness(
             return Err(format!("VM {} split over {} nodes", vm.name, nodes.len()));
         }
     }
-    for (v, vm) in fleet.vms.iter().enumerate() {
-        if failed.contains(&vm.host) && !seen[v] {
-            return Err(format!("VM {} not placed", vm.name));
+    for &v in displaced {
+        if !seen.contains(&v) {
+            return Err(format!("VM {} not placed", fleet.vms[v].name));
         }
     }
     for ((n, c), u) in used {
@@ -424,6 +475,22 @@ pub fn explain(fleet: &Fleet, proof: &Proof) -> String {
             class_name(*page_size_bytes),
             format_bytes(*free)
         ),
+        Proof::Fragmented {
+            page_size_bytes,
+            at_least,
+            vms,
+            demand,
+            slots,
+            usable,
+            granule,
+        } => format!(
+            "{vms} displaced VM(s) need at least {} of {} pages each ({} together); the survivors' free pieces can take at most {slots} such VM(s) and {} of their memory (whole VMs, in multiples of {})",
+            format_bytes(*at_least),
+            class_name(*page_size_bytes),
+            format_bytes(*demand),
+            format_bytes(*usable),
+            format_bytes(*granule)
+        ),
         Proof::DoesNotFit { vm, single_node } => {
             let v = &fleet.vms[*vm];
             let need: Vec<String> = v
@@ -443,6 +510,14 @@ pub fn explain(fleet: &Fleet, proof: &Proof) -> String {
         Proof::Exhausted { steps } => {
             format!("exact search tried every distinct placement ({steps} steps)")
         }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -556,12 +631,19 @@ impl<'a> Checker<'a> {
         let demand_bytes = displaced
             .iter()
             .fold(0u64, |a, &v| a.saturating_add(fleet.vms[v].total()));
-        let outcome = self.solve(&failed, &displaced, budget);
+        let mut outcome = self.solve(&failed, &displaced, budget);
+        // Belt and braces: a witness that does not check out is not a guarantee.
+        if let Outcome::Guaranteed { witness, .. } = &outcome {
+            if verify_moves(fleet, &failed, &displaced, witness).is_err() {
+                outcome = Outcome::NotProven { steps: 0 };
+            }
+        }
         Scenario {
             failed,
             displaced,
             demand_bytes,
             outcome,
+            witness_kept: true,
         }
     }
 
@@ -761,6 +843,59 @@ impl<'a> Checker<'a> {
                 });
             }
         }
+        for c in 0..nc {
+            let mut sizes: Vec<u64> = items
+                .iter()
+                .map(|&v| fleet.vms[v].demand[c])
+                .filter(|&d| d > 0)
+                .collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            for &t in &sizes {
+                let big: Vec<usize> = items
+                    .iter()
+                    .copied()
+                    .filter(|&v| fleet.vms[v].demand[c] >= t)
+                    .collect();
+                let granule = big
+                    .iter()
+                    .fold(0u64, |g, &v| gcd(g, fleet.vms[v].demand[c]));
+                let demand = sat_sum(big.iter().map(|&v| fleet.vms[v].demand[c]));
+                let all_single = big.iter().all(|&v| fleet.vms[v].single_node);
+                let frees: Box<dyn Iterator<Item = u64>> = if all_single {
+                    Box::new(
+                        (0..fleet.nodes.len())
+                            .filter(|&n| !self.failed[fleet.nodes[n].host])
+                            .map(|n| self.free0[n * nc + c]),
+                    )
+                } else {
+                    Box::new(
+                        (0..fleet.hosts.len())
+                            .filter(|&h| !self.failed[h])
+                            .map(|h| self.slack0[h * nc + c]),
+                    )
+                };
+                let (mut slots, mut usable) = (0u64, 0u64);
+                for f in frees.filter(|&f| f >= t) {
+                    slots = slots.saturating_add(f / t);
+                    usable = usable.saturating_add(f / granule * granule);
+                }
+                let vms = big.len() as u64;
+                if vms > slots || demand > usable {
+                    return Some(Outcome::Impossible {
+                        proof: Proof::Fragmented {
+                            page_size_bytes: fleet.classes[c],
+                            at_least: t,
+                            vms,
+                            demand,
+                            slots,
+                            usable,
+                            granule,
+                        },
+                    });
+                }
+            }
+        }
         None
     }
 
@@ -837,6 +972,9 @@ struct Search {
     free: Vec<Vec<Vec<u64>>>,
     slack: Vec<Vec<u64>>,
     choice: Vec<Option<Target>>,
+    /// Per class, the greatest common divisor of all items' demands: whatever a host takes of
+    /// the class is a multiple of it.
+    granule: Vec<u64>,
     steps: u64,
     limit: u64,
 }
@@ -869,8 +1007,12 @@ impl Search {
                 suffix[i][c] = suffix[i + 1][c].saturating_add(demand[i][c]);
             }
         }
+        let granule = (0..nc)
+            .map(|c| demand.iter().fold(0u64, |g, d| gcd(g, d[c])))
+            .collect();
         Search {
             nc,
+            granule,
             single: items.iter().map(|&v| fleet.vms[v].single_node).collect(),
             items: items.to_vec(),
             demand,
@@ -909,12 +1051,13 @@ impl Search {
                 .filter(|&d| d > 0)
                 .min();
             let Some(smallest) = smallest else { continue };
+            let g = self.granule[c].max(1);
             let usable = self
                 .slack
                 .iter()
                 .map(|s| s[c])
                 .filter(|&s| s >= smallest)
-                .fold(0u64, |a, b| a.saturating_add(b));
+                .fold(0u64, |a, b| a.saturating_add(b / g * g));
             if self.suffix[i][c] > usable {
                 return Some(false);
             }
@@ -1088,8 +1231,9 @@ mod tests {
 
     #[test]
     fn exhaustive_search_proves_impossible() {
-        // Survivors 10 and 10; 7,7,6: 20 <= 20 and each fits a node, but no two share one.
-        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 7), (0, 6)]);
+        // Survivors 10 and 10; 7,5,4,4: 20 <= 20, every size bound holds, but 7 leaves a
+        // gap of 3 that nothing fills.
+        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 5), (0, 4), (0, 4)]);
         let s = &check(&f, 1, &Budget::default()).scenarios[0];
         assert!(
             matches!(
@@ -1100,6 +1244,34 @@ mod tests {
             ),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn fragmentation_is_proven() {
+        // Survivors 10 and 10; 7,7,6: 20 <= 20 and each fits a node, but only two of them
+        // find a node with 6 free.
+        let f = fleet(&[20, 10, 10], &[(0, 7), (0, 7), (0, 6)]);
+        let s = &check(&f, 1, &Budget::default()).scenarios[0];
+        let Outcome::Impossible {
+            proof: Proof::Fragmented { vms, slots, .. },
+        } = s.outcome
+        else {
+            panic!("{s:?}")
+        };
+        assert_eq!((vms, slots), (3, 2));
+        assert!(explain(
+            &f,
+            &Proof::Fragmented {
+                page_size_bytes: 2 << 20,
+                at_least: 6 << 21,
+                vms,
+                demand: 20 << 21,
+                slots,
+                usable: 20 << 21,
+                granule: 1 << 21,
+            }
+        )
+        .contains("at most 2 such VM(s)"));
     }
 
     #[test]

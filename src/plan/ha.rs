@@ -193,11 +193,27 @@ mod tests {
     }
 
     #[test]
+    fn slot_policy_too_lax_with_numa() {
+        // Host a: two 8-page nodes, a 6-page single-node VM. Host b: nodes of 8 and 5 pages,
+        // a 4-page VM on node 0. Slot = 6 pages: 2 slots on a (16 pages), 2 on b (13); after
+        // losing a, 2 slots for 2 VMs: protected. Exactly: the 6-page VM needs one node with
+        // 6 free, b has 4 and 5.
+        let m = 2u64 << 20;
+        let mut f = fleet(2, 2, 8);
+        f.nodes[3].limit[0] = 5 * m;
+        f.admit("a", &[6 * m], Target::Node(0)).unwrap();
+        f.admit("b", &[4 * m], Target::Node(2)).unwrap();
+        let c = compare(&f, 1, &Budget::default());
+        assert_eq!(c.exact, Verdict::Impossible);
+        assert!(c.slot.protected, "{c:?}");
+        assert_eq!(c.slot.agreement, Agreement::TooLax);
+    }
+
+    #[test]
     fn percentage_policy_too_lax_with_numa() {
-        // Two hosts of two 8-page nodes; a 6-page single-node VM on each host's node 0 and
-        // nothing else. Percentage: 12 of 32 pages reserved, 16 allowed: protected. Exactly:
-        // host 0 fails, its VM needs 6 pages on one node of host 1: node 1 has 8 free: fine.
-        // Make the survivor's free memory split: 5-page VMs on both nodes of host 1.
+        // Two hosts of two 8-page nodes: a 6-page single-node VM on host 0, 4-page VMs on
+        // both nodes of host 1. Percentage (50% for N+1 of 2 hosts): 14 of 32 pages reserved,
+        // 16 allowed: protected.
         let m = 2u64 << 20;
         let mut f = fleet(2, 2, 8);
         f.admit("a", &[6 * m], Target::Node(0)).unwrap();

@@ -479,6 +479,7 @@ impl Fleet {
                         guest_used_bytes: 0,
                         guest_used_peak_bytes: v.guest_used_peak,
                         single_node: Some(v.single_node),
+                        populated_bytes: None,
                     })
                     .collect(),
             })

@@ -8,11 +8,14 @@
 //!   VM size of the mix (`1 - usable / free`);
 //! - **N+1 safety**: the share of samples at which [`failover::check`](super::failover::check)
 //!   with `k = 1` is `Guaranteed`;
-//! - **utilisation**: reserved / limit, averaged over samples.
+//! - **utilisation**: reserved / limit, averaged over samples;
+//! - how often VMware HA's slot and percentage policies (see [`ha`](super::ha)) were too
+//!   strict or too lax against the exact N+1 answer at the same samples.
 
 use super::failover::{check, Budget, Verdict};
+use super::ha::{percentage_policy, slot_policy};
 use super::policy::{choose, Policy};
-use super::{Fleet, Host, Node};
+use super::{Fleet, Host, Node, Target};
 use crate::units::NodeId;
 
 /// A deterministic generator (SplitMix64), so every policy sees the same stream.
@@ -55,6 +58,8 @@ pub struct Workload {
     pub nodes_per_host: usize,
     /// Limit per node, bytes (one 2 MiB class).
     pub node_bytes: u64,
+    /// Limit per node on odd-numbered hosts (equal to `node_bytes` for a uniform fleet).
+    pub node_bytes_odd: u64,
     /// VM sizes in bytes with their weights.
     pub mix: Vec<(u64, u32)>,
     /// Share of VMs that must sit on one node (0..=1).
@@ -87,6 +92,14 @@ pub struct PolicyResult {
     pub n1_unknown: f64,
     /// Mean utilisation over samples.
     pub utilisation: f64,
+    /// Share of samples where VMware HA's slot policy refused a guaranteed fleet.
+    pub slot_too_strict: f64,
+    /// Share of samples where the slot policy accepted an impossible fleet.
+    pub slot_too_lax: f64,
+    /// Share of samples where the percentage policy refused a guaranteed fleet.
+    pub pct_too_strict: f64,
+    /// Share of samples where the percentage policy accepted an impossible fleet.
+    pub pct_too_lax: f64,
 }
 
 fn fleet_of(w: &Workload) -> Fleet {
@@ -104,7 +117,11 @@ fn fleet_of(w: &Workload) -> Fleet {
             f.nodes.push(Node {
                 host: h,
                 id: NodeId(i as u32),
-                limit: vec![w.node_bytes],
+                limit: vec![if h % 2 == 1 {
+                    w.node_bytes_odd
+                } else {
+                    w.node_bytes
+                }],
                 reserved: vec![0],
             });
         }
@@ -127,6 +144,10 @@ pub fn run(w: &Workload, policy: Policy, budget: &Budget) -> PolicyResult {
         n1_safe: 0.0,
         n1_unknown: 0.0,
         utilisation: 0.0,
+        slot_too_strict: 0.0,
+        slot_too_lax: 0.0,
+        pct_too_strict: 0.0,
+        pct_too_lax: 0.0,
     };
     let mut samples = 0u64;
     for e in 0..w.events {
@@ -174,11 +195,20 @@ pub fn run(w: &Workload, policy: Policy, budget: &Budget) -> PolicyResult {
             }
             let reserved = limit - free.min(limit);
             r.utilisation += reserved as f64 / limit.max(1) as f64;
-            match check(&f, 1, budget).verdict {
+            let exact = check(&f, 1, budget).verdict;
+            match exact {
                 Verdict::Guaranteed => r.n1_safe += 1.0,
                 Verdict::NotProven => r.n1_unknown += 1.0,
                 Verdict::Impossible => {}
             }
+            let slot = slot_policy(&f, 1).0;
+            let pct = percentage_policy(&f, 1, None).0;
+            let strict = |p: bool| f64::from(u8::from(!p && exact == Verdict::Guaranteed));
+            let lax = |p: bool| f64::from(u8::from(p && exact == Verdict::Impossible));
+            r.slot_too_strict += strict(slot);
+            r.slot_too_lax += lax(slot);
+            r.pct_too_strict += strict(pct);
+            r.pct_too_lax += lax(pct);
         }
     }
     let s = samples.max(1) as f64;
@@ -186,6 +216,10 @@ pub fn run(w: &Workload, policy: Policy, budget: &Budget) -> PolicyResult {
     r.n1_safe /= s;
     r.n1_unknown /= s;
     r.utilisation /= s;
+    r.slot_too_strict /= s;
+    r.slot_too_lax /= s;
+    r.pct_too_strict /= s;
+    r.pct_too_lax /= s;
     r
 }
 
@@ -194,25 +228,27 @@ pub fn compare(w: &Workload, budget: &Budget) -> Vec<PolicyResult> {
     Policy::ALL.iter().map(|&p| run(w, p, budget)).collect()
 }
 
-/// The workloads the documentation reports: small uniform VMs and a mix with large
-/// single-node VMs, each at a moderate and a high load.
+/// The workloads the documentation reports: small VMs (1–4 GiB, half single-node) and a mix
+/// with large single-node VMs (2–32 GiB, 80% single-node), on 8 hosts of two 64 GiB nodes
+/// (`-het`: every other host has two 128 GiB nodes), at a moderate and a high load.
 pub fn standard_workloads(events: usize) -> Vec<Workload> {
     let g = 1u64 << 30;
     let mut out = Vec::new();
-    for (name, mix, single) in [
-        ("small", vec![(g, 4), (2 * g, 4), (4 * g, 2)], 0.5),
-        (
-            "mixed",
-            vec![(2 * g, 6), (4 * g, 3), (16 * g, 2), (32 * g, 1)],
-            0.8,
-        ),
+    let small = vec![(g, 4), (2 * g, 4), (4 * g, 2)];
+    let mixed = vec![(2 * g, 6), (4 * g, 3), (16 * g, 2), (32 * g, 1)];
+    for (name, mix, single, odd, loads) in [
+        ("small", small.clone(), 0.5, 64 * g, &[0.6, 0.85][..]),
+        ("mixed", mixed.clone(), 0.8, 64 * g, &[0.6, 0.85][..]),
+        ("small-het", small, 0.5, 128 * g, &[0.85][..]),
+        ("mixed-het", mixed, 0.8, 128 * g, &[0.6, 0.85][..]),
     ] {
-        for load in [0.6, 0.85] {
+        for &load in loads {
             out.push(Workload {
                 name: format!("{name} @{:.0}%", load * 100.0),
                 hosts: 8,
                 nodes_per_host: 2,
                 node_bytes: 64 * g,
+                node_bytes_odd: odd,
                 mix: mix.clone(),
                 single_node_share: single,
                 target_load: load,
@@ -223,6 +259,58 @@ pub fn standard_workloads(events: usize) -> Vec<Workload> {
         }
     }
     out
+}
+
+/// A synthetic fleet for scale measurements: `hosts` hosts of two nodes, each node offering
+/// 32 GiB of base pages, 192 GiB of 2 MiB pages and 64 GiB of 1 GiB pages, with
+/// `vms_per_host` VMs per host (2–8 GiB of 2M pages on one node for most, 16 GiB of 1G
+/// pages for one in ten, 8 GiB of 2M pages spread over both nodes for one in ten, and a
+/// 1 GiB base-page helper for one in twenty). About 45% of the limits are reserved.
+pub fn synthetic_fleet(hosts: usize, vms_per_host: usize, seed: u64) -> Fleet {
+    let g = 1u64 << 30;
+    let (k4, m2, g1) = (4096u64, 2u64 << 20, 1u64 << 30);
+    let mut f = Fleet {
+        classes: vec![k4, m2, g1],
+        ..Fleet::default()
+    };
+    for h in 0..hosts {
+        f.hosts.push(Host {
+            name: format!("host{h:05}"),
+            first_node: 2 * h,
+            node_count: 2,
+        });
+        for i in 0..2 {
+            f.nodes.push(Node {
+                host: h,
+                id: NodeId(i),
+                limit: vec![32 * g, 192 * g, 64 * g],
+                reserved: vec![0, 0, 0],
+            });
+        }
+    }
+    let mut rng = Rng::new(seed);
+    for h in 0..hosts {
+        for v in 0..vms_per_host {
+            let kind = rng.below(20);
+            let node = 2 * h + rng.below(2) as usize;
+            let (demand, target) = match kind {
+                0 => (vec![g, 0, 0], Target::Node(node)),
+                1 | 2 => (vec![0, 0, 16 * g], Target::Node(node)),
+                3 | 4 => (vec![0, 8 * g, 0], Target::Host(h)),
+                _ => (vec![0, (2 + rng.below(7)) * g, 0], Target::Node(node)),
+            };
+            let name = format!("h{h}-vm{v}");
+            if f.admit(&name, &demand, target).is_none() {
+                let other = if let Target::Node(n) = target {
+                    Target::Node(n ^ 1)
+                } else {
+                    target
+                };
+                f.admit(&name, &demand, other);
+            }
+        }
+    }
+    f
 }
 
 #[cfg(test)]

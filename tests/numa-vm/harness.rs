@@ -201,6 +201,7 @@ impl Spec {
         }
         if mem.len() >= 2 {
             s.push("many".into());
+            s.push("ledger".into());
         }
         s.push("default.local".into());
         if self
@@ -210,6 +211,7 @@ impl Spec {
         {
             s.push("default.nearest".into());
         }
+        s.extend(crate::vmm_guest::names(self));
         s
     }
 
@@ -500,7 +502,10 @@ pub fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, String> {
 /// Copies `bin` without debug info into `dir` (smaller initramfs, faster boot); the original
 /// when `strip` is unavailable.
 fn stripped(bin: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join(bin.file_name().unwrap());
+    let out = dir.join(format!(
+        "{}.stripped",
+        bin.file_name().unwrap().to_string_lossy()
+    ));
     let ok = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -519,7 +524,10 @@ pub fn build_initramfs(
     numapin: &Path,
     work: &Path,
 ) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // This test binary, copied through /proc/self/exe: still readable if a rebuild replaced
+    // the file meanwhile.
+    let me = work.join("numa_vm");
+    std::fs::copy("/proc/self/exe", &me).map_err(|e| format!("copy /proc/self/exe: {e}"))?;
     let mut c = Cpio::default();
     for d in [
         "bin", "sbin", "dev", "proc", "sys", "tmp", "lib", "lib64", "usr", "usr/bin", "usr/sbin",
@@ -605,8 +613,8 @@ pub fn parse_result(line: &str) -> Option<ResultLine> {
     Some(ResultLine { name, ok, detail })
 }
 
-/// Boots the guest and reads its console until it powers off or `timeout` passes.
-pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+/// The QEMU command that boots `spec` with `initramfs` (console on stdio).
+pub fn qemu_command(tools: &Tools, spec: &Spec, initramfs: &Path) -> Command {
     let mut cmd = Command::new(&tools.qemu);
     cmd.args(spec.qemu_args())
         .arg("-kernel")
@@ -630,8 +638,14 @@ pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> 
             "-no-reboot",
             "-net",
             "none",
-        ])
-        .stdin(Stdio::null())
+        ]);
+    cmd
+}
+
+/// Boots the guest and reads its console until it powers off or `timeout` passes.
+pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+    let mut cmd = qemu_command(tools, spec, initramfs);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = Instant::now();

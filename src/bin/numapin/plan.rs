@@ -38,6 +38,10 @@ pub struct Args {
     /// Print each guaranteed scenario's placement (where every displaced VM goes).
     #[arg(long)]
     witness: bool,
+    /// Print a row for every scenario (default: all when there are at most 100, else the
+    /// ones not guaranteed and the first 20 guaranteed).
+    #[arg(long)]
+    all_scenarios: bool,
     /// Work units the exact search may spend per scenario.
     #[arg(long, default_value_t = Budget::default().search_steps)]
     search_budget: u64,
@@ -160,6 +164,7 @@ fn report_json(f: &Fleet, r: &FailoverReport) -> Value {
             o["failed"] = json!(s.failed.iter().map(|&h| &f.hosts[h].name).collect::<Vec<_>>());
             o["displaced"] = json!(s.displaced.iter().map(|&v| &f.vms[v].name).collect::<Vec<_>>());
             o["demand_bytes"] = json!(s.demand_bytes);
+            o["witness_kept"] = json!(s.witness_kept);
             o
         }).collect::<Vec<_>>(),
     })
@@ -191,13 +196,23 @@ fn summary_text(f: &Fleet) -> String {
     s
 }
 
-fn report_text(f: &Fleet, r: &FailoverReport, witness: bool) -> String {
+fn report_text(f: &Fleet, r: &FailoverReport, witness: bool, all: bool) -> String {
     let mut s = format!("\nN+{} failover: {} scenario(s)\n", r.k, r.total_scenarios);
     s += &format!(
         "{:<24} {:>4} {:>12}  {:<11} {}\n",
         "failed", "VMs", "demand", "outcome", "how"
     );
+    let all = all || r.scenarios.len() <= 100;
+    let mut shown_ok = 0usize;
+    let mut hidden = 0usize;
     for sc in &r.scenarios {
+        if !all && sc.outcome.verdict() == Verdict::Guaranteed {
+            shown_ok += 1;
+            if shown_ok > 20 {
+                hidden += 1;
+                continue;
+            }
+        }
         let failed: Vec<&str> = sc
             .failed
             .iter()
@@ -245,6 +260,11 @@ fn report_text(f: &Fleet, r: &FailoverReport, witness: bool) -> String {
             }
         }
     }
+    if hidden > 0 {
+        s += &format!(
+            "({hidden} more guaranteed scenario(s) not shown; --all-scenarios shows them)\n"
+        );
+    }
     let count = |v: Verdict| {
         r.scenarios
             .iter()
@@ -281,10 +301,11 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let budget = Budget {
         search_steps: a.search_budget,
         max_scenarios: a.max_scenarios,
+        ..Budget::default()
     };
     let report = failover::check(&fleet, a.failures, &budget);
     let mut out = json!({ "failover": report_json(&fleet, &report) });
-    let mut text = summary_text(&fleet) + &report_text(&fleet, &report, a.witness);
+    let mut text = summary_text(&fleet) + &report_text(&fleet, &report, a.witness, a.all_scenarios);
 
     if let Some(class) = a.headroom {
         let h = headroom::headroom(&fleet, class, !a.multi_node, a.failures, 8, &budget);
