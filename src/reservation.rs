@@ -99,6 +99,9 @@ pub struct ReservationBuilder {
     noreserve: bool,
     verify_limit: u64,
     topology: Option<Topology>,
+    // Ledger (issue 3): where to charge, and the VM's name there.
+    ledger: Option<Arc<crate::ledger::Ledger>>,
+    vm: Option<String>,
 }
 
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
@@ -315,9 +318,17 @@ impl fmt::Display for Report {
 pub struct Reservation {
     map: Mapping,
     report: Report,
+    /// The ledger charge, released after the mapping (field order: `map` drops first).
+    charge: Option<crate::ledger::Charge>,
 }
 
 impl Reservation {
+    /// The ledger charge this reservation holds (see [`ReservationBuilder::ledger`]); use it
+    /// to report the guest's usage ([`crate::ledger::Charge::set_guest_used`]).
+    pub fn charge(&self) -> Option<&crate::ledger::Charge> {
+        self.charge.as_ref()
+    }
+
     /// Starts a reservation of `size` bytes.
     pub fn builder(size: u64) -> ReservationBuilder {
         ReservationBuilder {
@@ -330,6 +341,8 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            ledger: None,
+            vm: None,
         }
     }
 
@@ -465,6 +478,34 @@ impl ReservationBuilder {
         self
     }
 
+    /// Charges the reservation to this ledger before mapping (refused with
+    /// [`Error::AdmissionRefused`] if it does not fit), refunds on any failure, and holds the
+    /// charge for as long as the [`Reservation`] lives.
+    pub fn ledger(mut self, ledger: Arc<crate::ledger::Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The VM's name in the ledger. Without [`ReservationBuilder::ledger`], the host ledger
+    /// ([`crate::ledger::default_path`]) is opened (created if needed).
+    pub fn vm(mut self, name: impl Into<String>) -> Self {
+        self.vm = Some(name.into());
+        self
+    }
+
+    /// Charges the plan to the ledger, if one was asked for.
+    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::Charge>> {
+        let ledger = match (&self.ledger, &self.vm) {
+            (None, None) => return Ok(None),
+            (Some(l), _) => Arc::clone(l),
+            (None, Some(_)) => {
+                Arc::new(crate::ledger::Ledger::open(crate::ledger::default_path())?)
+            }
+        };
+        let name = self.vm.as_deref().unwrap_or("unnamed");
+        crate::ledger::charge_plan(&ledger, name, plan).map(Some)
+    }
+
     /// Decides page size, nodes and threads, and checks that the host can satisfy the request,
     /// without mapping anything.
     ///
@@ -490,8 +531,15 @@ impl ReservationBuilder {
     pub fn build(self) -> Result<Reservation> {
         let t0 = Instant::now();
         let plan = self.preflight()?;
+        let charge = self.charge(&plan)?;
         let preflight_seconds = t0.elapsed().as_secs_f64();
-        build(plan, preflight_seconds)
+        // On error `charge` drops here: the refund.
+        let mut r = build(plan, preflight_seconds)?;
+        if let Some(c) = &charge {
+            c.set_populated(r.map.len as u64);
+        }
+        r.charge = charge;
+        Ok(r)
     }
 }
 
@@ -961,7 +1009,11 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         notes,
         [preflight_seconds, map_seconds],
     )?;
-    Ok(Reservation { map, report })
+    Ok(Reservation {
+        map,
+        report,
+        charge: None,
+    })
 }
 
 /// Maps, binds, advises and locks: everything before the first fault.
@@ -1249,6 +1301,8 @@ pub struct PendingReservation {
     inner: Option<Pending>,
     started: Instant,
     guarantee: FaultGuarantee,
+    /// The ledger charge, moved into the reservation by `wait` (refunded if it fails).
+    charge: Option<crate::ledger::Charge>,
 }
 
 struct Pending {
@@ -1324,9 +1378,14 @@ impl PendingReservation {
         // The worker dropped its handle on `shared` when its closure returned, before join()
         // did, so ours is the last one.
         let shared = Arc::into_inner(shared).expect("the worker released the mapping");
+        let charge = self.charge.take();
+        if let Some(c) = &charge {
+            c.set_populated(shared.map.len as u64);
+        }
         Ok(Reservation {
             map: shared.map,
             report,
+            charge,
         })
     }
 }
@@ -1353,6 +1412,7 @@ impl ReservationBuilder {
     pub fn build_background(self) -> Result<PendingReservation> {
         let t0 = Instant::now();
         let plan = self.preflight()?;
+        let charge = self.charge(&plan)?;
         let preflight_seconds = t0.elapsed().as_secs_f64();
         let mut notes = plan.notes.clone();
         let t_map = Instant::now();
@@ -1387,6 +1447,7 @@ impl ReservationBuilder {
             inner: Some(Pending { shared, worker }),
             started: Instant::now(),
             guarantee,
+            charge,
         })
     }
 }

@@ -35,6 +35,7 @@
 //! [`crate::Error::LedgerInvalid`], never a panic or an out-of-bounds
 //! access.
 
+pub mod metrics;
 mod region;
 mod table;
 
@@ -604,6 +605,35 @@ impl Ledger {
             .unwrap_or_else(|| PathBuf::from("<in-memory>"))
     }
 
+    /// Records guest-used bytes for every record named `name` (optionally only those of
+    /// process `pid`), for a VMM or an operator tool that is not the record's holder (e.g.
+    /// `numapin status --guest-used NAME=SIZE`). Returns how many records were updated.
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    pub fn set_guest_used(&self, name: &str, pid: Option<u32>, bytes: u64) -> Result<usize> {
+        let t = &self.table;
+        let r = (|| -> table::R<usize> {
+            let mut n = 0;
+            for s in 0..t.geo.slots {
+                let o = t.owner(s)?;
+                if o == 0 || o & OWNER_REAPING != 0 || t.name(s)? != name {
+                    continue;
+                }
+                if pid.is_some_and(|p| p != owner_parts(o).0) {
+                    continue;
+                }
+                t.set_stat(s, Stat::GuestUsed, bytes)?;
+                if t.stat(s, Stat::GuestPeak)? < bytes {
+                    t.set_stat(s, Stat::GuestPeak, bytes)?;
+                }
+                n += 1;
+            }
+            Ok(n)
+        })();
+        r.map_err(|b| self.bad(b))
+    }
+
     // ---- reaping -------------------------------------------------------------------------
 
     /// Releases the charges of every record whose owner is dead, and frees those records.
@@ -989,6 +1019,36 @@ impl Drop for Charge {
             let _ = t.free(self.slot, self.owner);
         }
     }
+}
+
+/// Charges what a reservation plan will take: per node of the plan, its share of the size in
+/// the plan's page-size class (one node: all of it; several: an even split in whole pages, as
+/// interleave places them). All or nothing: a refusal on one node refunds the others.
+pub(crate) fn charge_plan(
+    ledger: &Arc<Ledger>,
+    name: &str,
+    plan: &crate::reservation::Plan,
+) -> Result<Charge> {
+    let class = class_of(plan.page_size).ok_or_else(|| {
+        Error::InvalidConfig("the plan's page size must be concrete to charge the ledger".into())
+    })?;
+    let page = plan.page_size.bytes().map_or(4096, |b| b as u64).max(1);
+    let nodes = if plan.nodes.is_empty() {
+        vec![NodeId(0)]
+    } else {
+        plan.nodes.clone()
+    };
+    let pages = plan.size.div_ceil(page);
+    let k = nodes.len() as u64;
+    let mut ch = ledger.vm(name)?;
+    for (i, node) in nodes.iter().enumerate() {
+        let share = pages / k + u64::from((i as u64) < pages % k);
+        if share > 0 {
+            // On error `ch` drops: everything charged so far is refunded.
+            ch.try_charge(*node, class, share * page)?;
+        }
+    }
+    Ok(ch)
 }
 
 // ---- helpers ---------------------------------------------------------------------------------

@@ -156,6 +156,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    #[inline]
     pub(crate) fn w(&self, off: usize) -> R<&AtomicU64> {
         match self.region.w64(off) {
             Some(w) => Ok(w),
@@ -165,6 +166,7 @@ impl Table {
 
     /// A header or descriptor word (read with Acquire: written once at creation or by an
     /// operator changing capacity, published by the file's creation/`link`).
+    #[inline]
     pub(crate) fn load(&self, off: usize) -> R<u64> {
         Ok(self.w(off)?.load(Ordering::Acquire))
     }
@@ -174,6 +176,7 @@ impl Table {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn counter(&self, c: usize) -> R<&AtomicU128> {
         if c >= self.geo.classes {
             return bad(format!("class index {c} out of range"));
@@ -184,6 +187,7 @@ impl Table {
         }
     }
 
+    #[inline]
     fn slot_word(&self, s: usize, field: usize) -> R<&AtomicU64> {
         if s >= self.geo.slots {
             return bad(format!(
@@ -194,6 +198,7 @@ impl Table {
         self.w(self.geo.slot_off(s) + field)
     }
 
+    #[inline]
     fn charged_word(&self, s: usize, c: usize) -> R<&AtomicU64> {
         if c >= self.geo.classes {
             return bad(format!("class index {c} out of range"));
@@ -212,6 +217,7 @@ impl Table {
         Ok(k)
     }
 
+    #[inline]
     pub(crate) fn limit(&self, c: usize) -> R<u64> {
         let l = self.load(self.geo.desc_off(c) + D_LIMIT)?;
         if l > MAX_BYTES {
@@ -330,6 +336,7 @@ impl Table {
     /// Makes sure the operation `(slot, seq)` that wrote a counter we are about to overwrite is
     /// recorded as applied in its slot (`done >= seq`), so that its effect stays known after
     /// the tag disappears from the counter. Idempotent; anyone may do it.
+    #[inline]
     fn help(&self, tag_slot: u64, tag_seq: u64) -> R<()> {
         let s = (tag_slot - 1) as usize;
         let done = self.slot_word(s, S_DONE)?;

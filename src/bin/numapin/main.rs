@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod reserve;
+mod status;
 mod topology;
 
 /// Reserve a VM's RAM up front as pinned, NUMA-local hugepages, verified page by page.
@@ -25,6 +26,9 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Show the host ledger: per node and page-size class capacity, limit, reserved and
+    /// available; per VM allocated vs guest-used with a right-sizing hint.
+    Status(status::Args),
 }
 
 /// Errors of the command-line tool.
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Status(a)) => status::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
