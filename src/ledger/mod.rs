@@ -48,6 +48,7 @@ use crate::topology::Topology;
 use crate::units::{NodeId, PageSize};
 
 use region::Region;
+pub use table::Crash;
 use table::{
     owner_parts, owner_word, Bad, Geometry, Stat, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT,
     D_NODE, D_PAGE, D_RESERVE, H_CLASSES, H_LEN, H_MAGIC, H_PIDNS, H_SLOTS, H_VERSION, MAGIC,
@@ -674,7 +675,7 @@ impl Ledger {
             let from = t.charged(s, c)?;
             if from != 0 {
                 // Never refused: a release has no limit. Errors only for corrupted counters.
-                let _ = t.apply(s, seq, c, from, 0, None, None)?;
+                let _ = t.apply(s, seq, c, from, 0, None, None, Crash::Never)?;
                 seq += 1;
             }
         }
@@ -876,7 +877,16 @@ impl Charge {
             let seq = self.seq;
             self.seq += 1;
             match t
-                .apply(self.slot, seq, c, from, to, Some(limit), self.last[c])
+                .apply(
+                    self.slot,
+                    seq,
+                    c,
+                    from,
+                    to,
+                    Some(limit),
+                    self.last[c],
+                    Crash::Never,
+                )
                 .map_err(|b| self.ledger.bad(b))?
             {
                 Ok(w) => {
@@ -914,6 +924,29 @@ impl Charge {
         }
     }
 
+    /// Simulates this process dying in the middle of an operation: runs a charge
+    /// (`bytes > 0`) or release (`bytes < 0`) on class `c` up to `at`, then abandons the record
+    /// without releasing anything, as a SIGKILL there would. For tests and models; the owner
+    /// must then be made "dead" for the reaper ([`Ledger::with_liveness`]).
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    #[doc(hidden)]
+    pub fn crash_during(mut self, c: usize, bytes: i64, at: Crash) -> Result<()> {
+        let from = self.charged.get(c).copied().unwrap_or(0);
+        let to = from.saturating_add_signed(bytes);
+        let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
+        let seq = self.seq;
+        let _ = self
+            .ledger
+            .table
+            .apply(self.slot, seq, c, from, to, Some(limit), None, at)
+            .map_err(|b| self.ledger.bad(b))?;
+        // Dead: no Drop, no release.
+        self.pid = 0;
+        Ok(())
+    }
+
     /// Gives back `bytes` of this record's charge on (node, class).
     ///
     /// # Errors
@@ -947,7 +980,16 @@ impl Charge {
         let w = self
             .ledger
             .table
-            .apply(self.slot, seq, c, from, from - bytes, None, self.last[c])
+            .apply(
+                self.slot,
+                seq,
+                c,
+                from,
+                from - bytes,
+                None,
+                self.last[c],
+                Crash::Never,
+            )
             .map_err(|b| self.ledger.bad(b))?;
         self.charged[c] = from - bytes;
         self.last[c] = w.ok();

@@ -373,6 +373,7 @@ impl Table {
         to: u64,
         limit: Option<u64>,
         guess: Option<u128>,
+        crash: Crash,
     ) -> R<Result<u128, u64>> {
         if to > MAX_BYTES || from > MAX_BYTES {
             return bad("charge larger than the ledger can hold");
@@ -386,6 +387,9 @@ impl Table {
         // so both are visible before the counter changes.
         self.slot_word(s, S_INTENT_SEQ)?
             .store(seq, Ordering::Release);
+        if crash == Crash::AfterIntent {
+            return Ok(Ok(0));
+        }
         // (2) The counter.
         // `fresh`: `cur` was read from the counter (a guess may be stale, and a refusal or an
         // error must be judged on a real reading, never on a guess).
@@ -442,8 +446,14 @@ impl Table {
                 }
             }
         }
+        if crash == Crash::AfterCounter {
+            return Ok(Ok(cur));
+        }
         // (3) Commit in the slot: the charge, then the mark.
         self.charged_word(s, c)?.store(to, Ordering::Release);
+        if crash == Crash::AfterCharge {
+            return Ok(Ok(cur));
+        }
         self.slot_word(s, S_DONE)?.store(seq, Ordering::Release);
         Ok(Ok(cur))
     }
@@ -482,6 +492,20 @@ impl Table {
         }
         Ok(next)
     }
+}
+
+/// Where [`Table::apply`] stops, to simulate its process dying there (tests and loom models);
+/// `Never` in real use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// Run the whole operation.
+    Never,
+    /// Stop after publishing the intent, before the counter.
+    AfterIntent,
+    /// Stop after the counter moved, before the slot's charge is stored.
+    AfterCounter,
+    /// Stop after the slot's charge is stored, before `done` is marked.
+    AfterCharge,
 }
 
 /// The per-VM statistics a slot holds.
