@@ -210,7 +210,10 @@ fn random_kills_leave_exactly_the_survivors_charges() {
     let l = create(&p.0);
     let limits: Vec<u64> = classes().iter().map(|c| c.limit_bytes()).collect();
     let mut rng = Rng(0x1234_5678_9abc_def1 ^ u64::from(std::process::id()));
-    let rounds = 8;
+    let rounds: u32 = std::env::var("NUMAPIN_LEDGER_STRESS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     for round in 0..rounds {
         let n = 6;
         let mut ws: Vec<Worker> = (0..n)

@@ -248,6 +248,18 @@ impl Ledger {
         Self::open_or_create(path, &LedgerConfig::default())
     }
 
+    /// Under loom there are no files: the models use [`Ledger::in_memory`].
+    ///
+    /// # Errors
+    /// Always [`Error::InvalidConfig`].
+    #[cfg(loom)]
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
+        Err(Error::InvalidConfig(format!(
+            "no ledger files under cfg(loom): {}",
+            path.as_ref().display()
+        )))
+    }
+
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
     /// topology) if it does not exist.
     ///
