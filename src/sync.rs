@@ -27,6 +27,15 @@ impl AtomicU128 {
     pub(crate) fn load(&self, _o: Ordering) -> u128 {
         *self.0.lock().unwrap()
     }
+    pub(crate) fn compare_exchange(
+        &self,
+        current: u128,
+        new: u128,
+        s: Ordering,
+        f: Ordering,
+    ) -> Result<u128, u128> {
+        self.compare_exchange_weak(current, new, s, f)
+    }
     pub(crate) fn compare_exchange_weak(
         &self,
         current: u128,

@@ -379,7 +379,7 @@ impl Ledger {
                 region: Region(region),
                 geo,
             };
-            init_table(&t, classes).map_err(|b| invalid(Some(path), &b.0))?;
+            init_table(&t, classes).map_err(|b| invalid(Some(path), &b.text()))?;
             drop(t);
             match std::fs::hard_link(&tmp, path) {
                 Ok(()) => {}
@@ -440,10 +440,10 @@ impl Ledger {
             let d = table.geo.desc_off(c);
             let node = table
                 .load(d + D_NODE)
-                .map_err(|b| invalid(path.as_deref(), &b.0))?;
+                .map_err(|b| invalid(path.as_deref(), &b.text()))?;
             let page = table
                 .load(d + D_PAGE)
-                .map_err(|b| invalid(path.as_deref(), &b.0))?;
+                .map_err(|b| invalid(path.as_deref(), &b.text()))?;
             classes.push((NodeId(node as u32), page));
         }
         Ok(Ledger {
@@ -460,7 +460,7 @@ impl Ledger {
     }
 
     fn bad(&self, b: Bad) -> Error {
-        invalid(self.path.as_deref(), &b.0)
+        invalid(self.path.as_deref(), &b.text())
     }
 
     /// The index of a class.
@@ -565,15 +565,17 @@ impl Ledger {
             // no-op then, and gives the next sequence number.
             let seq = t.resolve(s)?;
             let mut charged = Vec::with_capacity(t.geo.classes);
+            let mut lanes = Vec::with_capacity(t.geo.classes);
             for c in 0..t.geo.classes {
                 charged.push(t.charged(s, c)?);
+                lanes.push(t.lane(s, c)?);
             }
             t.clear_info(s)?;
             t.set_name(s, name)?;
-            Ok((seq, charged))
+            Ok((seq, charged, lanes))
         })();
         match r {
-            Ok((seq, charged)) => {
+            Ok((seq, charged, lanes)) => {
                 let mut ch = Charge {
                     ledger: Arc::clone(self),
                     slot: s,
@@ -582,6 +584,7 @@ impl Ledger {
                     seq,
                     last: vec![None; charged.len()],
                     charged,
+                    lanes,
                 };
                 // A free slot should hold no charge; if a corrupted one does, give it back.
                 if ch.charged.iter().any(|&b| b != 0) {
@@ -850,6 +853,8 @@ pub struct Charge {
     charged: Vec<u64>,
     /// Per class, the counter word we wrote last: the guess for the next compare-exchange.
     last: Vec<Option<u128>>,
+    /// Per class, the offsets of our words (validated at claim).
+    lanes: Vec<table::Lane>,
 }
 
 impl Charge {
@@ -883,6 +888,9 @@ impl Charge {
             .get(c)
             .ok_or_else(|| invalid(self.ledger.path(), "class index out of range"))?;
         let to = from.saturating_add(bytes);
+        if self.fast(c, from, to) {
+            return Ok(());
+        }
         for attempt in 0..2 {
             let t = &self.ledger.table;
             let limit = t.limit(c).map_err(|b| self.ledger.bad(b))?;
@@ -915,6 +923,28 @@ impl Charge {
             }
         }
         unreachable!("the loop returns on its second attempt")
+    }
+
+    /// The fast path ([`table::Table::fast_apply`]); false when it declined and `apply` must
+    /// run (with the same sequence number, since nothing was applied).
+    #[inline]
+    fn fast(&mut self, c: usize, from: u64, to: u64) -> bool {
+        let (Some(Some(guess)), Some(lane)) = (self.last.get(c), self.lanes.get(c)) else {
+            return false;
+        };
+        match self
+            .ledger
+            .table
+            .fast_apply(lane, self.seq, from, to, *guess)
+        {
+            Some(w) => {
+                self.seq += 1;
+                self.charged[c] = to;
+                self.last[c] = Some(w);
+                true
+            }
+            None => false,
+        }
     }
 
     fn refusal(&self, c: usize, requested: u64, reserved: u64, limit: u64) -> Error {
@@ -984,7 +1014,7 @@ impl Charge {
                 reason: format!("only {from} bytes are charged on this class"),
             });
         }
-        if bytes == 0 {
+        if bytes == 0 || self.fast(c, from, from - bytes) {
             return Ok(());
         }
         let seq = self.seq;
@@ -1147,7 +1177,7 @@ fn new_table(classes: &[ClassSpec], slots: u32) -> Result<Table> {
     let geo = check_classes(classes, slots)?;
     let region = Region::anonymous(geo.len()).map_err(|e| Error::sys("mmap", e))?;
     let t = Table { region, geo };
-    init_table(&t, classes).map_err(|b| invalid(None, &b.0))?;
+    init_table(&t, classes).map_err(|b| invalid(None, &b.text()))?;
     Ok(t)
 }
 
@@ -1221,8 +1251,8 @@ fn validate(region: Region, path: Option<&Path>) -> Result<Table> {
     let mut seen: Vec<(u64, u64)> = Vec::new();
     for c in 0..geo.classes {
         let d = geo.desc_off(c);
-        let node = t.load(d + D_NODE).map_err(|b| invalid(path, &b.0))?;
-        let page = t.load(d + D_PAGE).map_err(|b| invalid(path, &b.0))?;
+        let node = t.load(d + D_NODE).map_err(|b| invalid(path, &b.text()))?;
+        let page = t.load(d + D_PAGE).map_err(|b| invalid(path, &b.text()))?;
         if node > u64::from(u32::MAX) || ![4096, 2 << 20, 1 << 30].contains(&page) {
             return Err(invalid(
                 path,
@@ -1236,8 +1266,8 @@ fn validate(region: Region, path: Option<&Path>) -> Result<Table> {
             ));
         }
         seen.push((node, page));
-        t.limit(c).map_err(|b| invalid(path, &b.0))?;
-        t.read_counter(c).map_err(|b| invalid(path, &b.0))?;
+        t.limit(c).map_err(|b| invalid(path, &b.text()))?;
+        t.read_counter(c).map_err(|b| invalid(path, &b.text()))?;
     }
     Ok(t)
 }
