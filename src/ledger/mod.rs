@@ -173,6 +173,26 @@ pub struct LedgerConfig {
     pub group: Option<u32>,
 }
 
+impl LedgerConfig {
+    /// The defaults, overridden by `NUMAPIN_LEDGER_SLOTS` (VM records),
+    /// `NUMAPIN_LEDGER_HEADROOM_PPM` (headroom in millionths of capacity) and
+    /// `NUMAPIN_LEDGER_GID` (group allowed to use the file) where set to a number.
+    pub fn from_env() -> LedgerConfig {
+        fn num(k: &str) -> Option<u64> {
+            std::env::var(k).ok()?.trim().parse().ok()
+        }
+        let d = LedgerConfig::default();
+        LedgerConfig {
+            slots: num("NUMAPIN_LEDGER_SLOTS")
+                .map_or(d.slots, |v| v.min(u64::from(u32::MAX)) as u32),
+            headroom_ppm: num("NUMAPIN_LEDGER_HEADROOM_PPM")
+                .map_or(d.headroom_ppm, |v| v.min(1_000_000) as u32),
+            base_reserve_bytes: d.base_reserve_bytes,
+            group: num("NUMAPIN_LEDGER_GID").map(|g| g as u32).or(d.group),
+        }
+    }
+}
+
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
@@ -239,13 +259,13 @@ impl Ledger {
     }
 
     /// Opens the host ledger at `path`, creating it from this host's topology
-    /// ([`ClassSpec::from_topology`], [`LedgerConfig::default`]) if it does not exist.
+    /// ([`ClassSpec::from_topology`], [`LedgerConfig::from_env`]) if it does not exist.
     ///
     /// # Errors
     /// As [`Ledger::open_existing`] and [`Ledger::create`].
     #[cfg(not(loom))]
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
-        Self::open_or_create(path, &LedgerConfig::default())
+        Self::open_or_create(path, &LedgerConfig::from_env())
     }
 
     /// Under loom there are no files: the models use [`Ledger::in_memory`].
