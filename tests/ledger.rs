@@ -127,6 +127,11 @@ fn refusal_carries_the_numbers() {
         .unwrap_err()
         .to_string();
     assert!(m.contains("whole capacity by 1 GiB"), "{m}");
+    // Larger than a ledger can count: still a refusal with the numbers.
+    assert!(matches!(
+        l.try_charge("e", NodeId(1), G1, u64::MAX / 2),
+        Err(Error::AdmissionRefused { .. })
+    ));
     // Unknown class.
     assert!(matches!(
         l.try_charge("d", NodeId(7), M2, M2),

@@ -660,9 +660,7 @@ impl Ledger {
                     continue;
                 }
                 t.set_stat(s, Stat::GuestUsed, bytes)?;
-                if t.stat(s, Stat::GuestPeak)? < bytes {
-                    t.set_stat(s, Stat::GuestPeak, bytes)?;
-                }
+                t.raise_stat(s, Stat::GuestPeak, bytes)?;
                 n += 1;
             }
             Ok(n)
@@ -911,6 +909,13 @@ impl Charge {
         if self.fast(c, from, to) {
             return Ok(());
         }
+        if to > table::MAX_BYTES {
+            // More than any limit can be (limits are at most 4 PiB): a refusal, not corruption.
+            let t = &self.ledger.table;
+            let limit = t.limit(c).map_err(|b| self.ledger.bad(b))?;
+            let reserved = t.read_counter(c).map_err(|b| self.ledger.bad(b))?.bytes;
+            return Err(self.refusal(c, bytes, reserved, limit));
+        }
         for attempt in 0..2 {
             let t = &self.ledger.table;
             let limit = t.limit(c).map_err(|b| self.ledger.bad(b))?;
@@ -1102,9 +1107,7 @@ impl Charge {
     pub fn set_guest_used(&self, bytes: u64) {
         let t = &self.ledger.table;
         let _ = t.set_stat(self.slot, Stat::GuestUsed, bytes);
-        if t.stat(self.slot, Stat::GuestPeak).unwrap_or(0) < bytes {
-            let _ = t.set_stat(self.slot, Stat::GuestPeak, bytes);
-        }
+        let _ = t.raise_stat(self.slot, Stat::GuestPeak, bytes);
     }
 }
 

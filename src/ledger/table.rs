@@ -360,6 +360,17 @@ impl Table {
         Ok(())
     }
 
+    /// Raises a statistic to `v` if it is lower (for peaks: writers may race).
+    pub(crate) fn raise_stat(&self, s: usize, which: Stat, v: u64) -> R<()> {
+        let f = match which {
+            Stat::Populated => S_POPULATED,
+            Stat::GuestUsed => S_GUEST_USED,
+            Stat::GuestPeak => S_GUEST_PEAK,
+        };
+        self.slot_word(s, f)?.fetch_max(v, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn stat(&self, s: usize, which: Stat) -> R<u64> {
         let f = match which {
             Stat::Populated => S_POPULATED,
