@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod plan;
 mod reserve;
@@ -28,6 +29,8 @@ enum Command {
     Reserve(reserve::Args),
     /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
     Plan(plan::Args),
+    /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
+    Bench(bench::Args),
 }
 
 /// Errors of the command-line tool.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
         Some(Command::Plan(a)) => plan::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
