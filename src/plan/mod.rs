@@ -345,7 +345,7 @@ impl Fleet {
                             label,
                             format!("nodes[{i}].classes[{j}].reserved_bytes"),
                             format!(
-                                "node {} class {} says {} ({} B) reserved but its VMs' charges sum to {} ({} B)",
+                                "node {} class {} says {} ({} B) reserved but its VMs' charges sum to {} ({} B) (a snapshot taken while VMs start or stop can be torn: take it again)",
                                 n.id,
                                 class_name(c.page_size_bytes),
                                 format_bytes(c.reserved_bytes),
@@ -434,55 +434,6 @@ impl Fleet {
         for (n, c, b) in vm.charges {
             self.nodes[n].reserved[c] = self.nodes[n].reserved[c].saturating_sub(b);
         }
-    }
-
-    /// The fleet as snapshots again (one per host), e.g. to write fixtures.
-    pub fn to_snapshots(&self) -> Vec<Snapshot> {
-        use crate::snapshot::{ClassSnapshot, NodeSnapshot, VmReservation, VmSnapshot};
-        self.hosts
-            .iter()
-            .enumerate()
-            .map(|(h, host)| Snapshot {
-                host: host.name.clone(),
-                nodes: host
-                    .nodes()
-                    .map(|n| NodeSnapshot {
-                        id: self.nodes[n].id,
-                        classes: (0..self.classes.len())
-                            .filter(|&c| self.nodes[n].limit[c] > 0)
-                            .map(|c| ClassSnapshot {
-                                page_size_bytes: self.classes[c],
-                                capacity_bytes: self.nodes[n].limit[c],
-                                limit_bytes: self.nodes[n].limit[c],
-                                reserved_bytes: self.nodes[n].reserved[c],
-                                available_bytes: self.nodes[n].limit[c] - self.nodes[n].reserved[c],
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                vms: self
-                    .vms
-                    .iter()
-                    .filter(|v| v.host == h)
-                    .map(|v| VmSnapshot {
-                        name: v.name.clone(),
-                        pid: 0,
-                        reservations: v
-                            .charges
-                            .iter()
-                            .map(|&(n, c, b)| VmReservation {
-                                node: self.nodes[n].id,
-                                page_size_bytes: self.classes[c],
-                                bytes: b,
-                            })
-                            .collect(),
-                        guest_used_bytes: 0,
-                        guest_used_peak_bytes: v.guest_used_peak,
-                        single_node: Some(v.single_node),
-                    })
-                    .collect(),
-            })
-            .collect()
     }
 }
 
