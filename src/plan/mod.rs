@@ -63,7 +63,8 @@ pub struct Fleet {
 /// One host of a [`Fleet`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Host {
-    /// The host name from the snapshot (or `#i` when it had none).
+    /// The host name from the snapshot (`#i` when it had none; `name#i` when an earlier
+    /// snapshot has the same name), where `i` is its position.
     pub name: String,
     /// The first of its nodes in [`Fleet::nodes`].
     pub first_node: usize,
@@ -256,11 +257,15 @@ impl Fleet {
                 fleet.nodes.push(node);
             }
             let node_count = fleet.nodes.len() - first_node;
-            let name = if s.host.is_empty() {
+            // Names label the output; two snapshots of the same name are still two hosts.
+            let mut name = if s.host.is_empty() {
                 format!("#{h}")
             } else {
                 s.host.clone()
             };
+            if fleet.hosts.iter().any(|x| x.name == name) {
+                name = format!("{name}#{h}");
+            }
             fleet.hosts.push(Host {
                 name,
                 first_node,
