@@ -434,3 +434,70 @@ fn outcome_mix_is_varied() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Headroom: the size reported admissible is admitted on the reported target with N+1
+    /// still guaranteed, and no target has more free than the upper bound.
+    #[test]
+    fn headroom_is_proven(seed in any::<u64>(), single in proptest::bool::ANY) {
+        let snaps = random_fleet(seed);
+        let fleet = Fleet::from_snapshots(&snaps).unwrap();
+        let budget = Budget::default();
+        for (c, &page) in fleet.classes.iter().enumerate() {
+            let h = numapin::plan::headroom::headroom(&fleet, page, single, 1, 8, &budget);
+            prop_assert!(h.admissible_bytes <= h.upper_bound_bytes);
+            prop_assert_eq!(h.admissible_bytes % page, 0);
+            if h.admissible_bytes > 0 {
+                let t = h.target.expect("a target for an admissible size");
+                let mut demand = vec![0u64; fleet.classes.len()];
+                demand[c] = h.admissible_bytes;
+                let mut g = fleet.clone();
+                prop_assert!(g.admit("probe", &demand, t).is_some());
+                prop_assert_eq!(failover::check(&g, 1, &budget).verdict, failover::Verdict::Guaranteed);
+            }
+            let most = if single {
+                (0..fleet.nodes.len()).map(|n| fleet.free(n, c)).max().unwrap_or(0)
+            } else {
+                fleet.hosts.iter().map(|x| x.nodes().map(|n| fleet.free(n, c)).sum()).max().unwrap_or(0)
+            };
+            prop_assert_eq!(h.upper_bound_bytes, if most >= page { most } else { 0 });
+        }
+    }
+
+    /// Placement policies: the target fits, and best-fit / spread / market pick the extreme
+    /// of their own criterion among all fits.
+    #[test]
+    fn policies_choose_fitting_extremes(seed in any::<u64>(), pages in 1u64..4) {
+        use numapin::plan::policy::{choose, price, Policy};
+        use numapin::plan::Target;
+        let snaps = random_fleet(seed);
+        let fleet = Fleet::from_snapshots(&snaps).unwrap();
+        let page = fleet.classes[0];
+        let mut demand = vec![0u64; fleet.classes.len()];
+        demand[0] = pages * page;
+        let fits: Vec<usize> = (0..fleet.nodes.len())
+            .filter(|&n| fleet.free(n, 0) >= demand[0])
+            .collect();
+        for p in Policy::ALL {
+            let t = choose(&fleet, &demand, true, p);
+            prop_assert_eq!(t.is_some(), !fits.is_empty());
+            let Some(Target::Node(n)) = t else { continue };
+            let mut g = fleet.clone();
+            prop_assert!(g.admit("x", &demand, Target::Node(n)).is_some());
+            let left = |m: usize| fleet.free(m, 0) - demand[0]
+                + (1..fleet.classes.len()).map(|c| fleet.free(m, c)).sum::<u64>();
+            let cost = |m: usize| {
+                let l = fleet.nodes[m].limit[0];
+                price(l, l - fleet.free(m, 0).min(l), demand[0])
+            };
+            match p {
+                Policy::FirstFit => prop_assert_eq!(n, fits[0]),
+                Policy::BestFit => prop_assert!(fits.iter().all(|&m| left(m) >= left(n))),
+                Policy::Spread => prop_assert!(fits.iter().all(|&m| left(m) <= left(n))),
+                Policy::Market => prop_assert!(fits.iter().all(|&m| cost(m) >= cost(n))),
+            }
+        }
+    }
+}
