@@ -218,3 +218,25 @@ fn real_status_snapshots() {
     assert!(h > 0 && h <= a_free, "{h} vs {a_free}");
     assert_eq!(v["rightsize"]["candidates"][0]["vm"], "web-1");
 }
+
+#[test]
+fn bad_options_are_refused() {
+    let o = plan(&["tight-a.json", "--headroom", "1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--place", "8GiB:1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--rightsize", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = plan(&["tight-a.json", "--place", "lots"]);
+    assert_eq!(o.status.code(), Some(1));
+}
