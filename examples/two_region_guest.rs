@@ -135,15 +135,29 @@ fn run(args: &Args) -> numapin::Result<()> {
     }
     if args.background {
         while !mem.iter().all(|r| vmm::owner(r).is_finished()) {
+            // Per region, so that concurrent population shows: both advance together.
             let p = vmm::progress(&mem);
+            let each: Vec<String> = mem
+                .iter()
+                .map(|r| format!("{:3.0}%", 100.0 * vmm::owner(r).progress().fraction()))
+                .collect();
+            let what = if p.done_bytes == p.total_bytes {
+                "verifying placement"
+            } else {
+                "populating"
+            };
             println!(
-                "  populating: {} of {} ({:.0}%), {}/s",
+                "  {what}: {} of {} ({:.0}%), {}/s; per region {}",
                 format_bytes(p.done_bytes),
                 format_bytes(p.total_bytes),
                 100.0 * p.fraction(),
-                format_bytes(p.bytes_per_second() as u64)
+                format_bytes(p.bytes_per_second() as u64),
+                each.join(" ")
             );
-            std::thread::sleep(Duration::from_millis(100));
+            if p.done_bytes == p.total_bytes {
+                break; // wait_populated below waits for the verification
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     let reports = vmm::wait_populated(&mem)?;

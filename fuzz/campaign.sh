@@ -18,7 +18,7 @@ while [ "$(echo "$cpu < $want" | bc)" = 1 ]; do
   left=$(echo "$want - $cpu" | bc)
   chunk=$(echo "if ($left < 300) $left + 5 else 300" | bc | cut -d. -f1)
   /usr/bin/time -f 'CPU %U %S' -o campaign/.time.$$ ./run.sh "$target" "$chunk" >>"$log" 2>&1 || rc=$?
-  read -r _ u s <campaign/.time.$$
+  read -r _ u s < <(grep '^CPU ' campaign/.time.$$)
   cpu=$(echo "$cpu + $u + $s" | bc)
   n=$(grep -a 'stat::number_of_executed_units' "$log" | tail -1 | awk '{print $2}')
   execs=$((execs + ${n:-0}))

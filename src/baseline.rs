@@ -204,7 +204,9 @@ impl LazyRegion {
     }
 
     /// Writes one byte in every base page of `[offset, offset + len)` (clamped to the
-    /// region): a guest touching its memory. Returns how long it took.
+    /// region): a guest touching its memory. Returns how long it took. On a hugetlb region
+    /// whose pool is empty the fault raises SIGBUS, as it would in a guest of an overcommitted
+    /// host; [`LazyRegion::populate`] reports that as an error instead.
     pub fn touch(&mut self, offset: usize, len: usize) -> Duration {
         let step = sys::page_size();
         let end = offset.saturating_add(len).min(self.len);
@@ -357,20 +359,26 @@ impl LazyRegion {
 
     /// Deflates the balloon over `[offset, offset + len)`: the granules are the guest's again
     /// and read as zeroes; nothing is faulted in until they are touched, unless `refault` is
-    /// true, which touches every base page of them now. Returns the time taken.
+    /// true, which faults them in now: by touching every base page (as a guest does), or for
+    /// hugetlb with `MADV_POPULATE_WRITE`, so that a pool emptied meanwhile is an error rather
+    /// than a SIGBUS. Returns the time taken.
     ///
     /// # Errors
-    /// [`Error::BalloonRange`] if the range is empty, past the end or not granule-aligned.
+    /// [`Error::BalloonRange`] if the range is empty, past the end or not granule-aligned;
+    /// [`Error::Sys`] if refaulting hugetlb pages fails (the pool ran dry); the granules before
+    /// the failing one are deflated and refaulted, the rest are still inflated.
     pub fn deflate(&mut self, offset: usize, len: usize, refault: bool) -> Result<Duration> {
         self.check_range(offset, len, self.granule)?;
         let t = Instant::now();
         let mut g = offset / self.granule;
         while g * self.granule < offset + len {
             if self.is_inflated(g) {
-                self.set_inflated(g, false);
-                if refault {
+                if refault && self.page_size.is_hugetlb() {
+                    self.populate(g * self.granule, self.granule)?;
+                } else if refault {
                     self.touch(g * self.granule, self.granule);
                 }
+                self.set_inflated(g, false);
             }
             g += 1;
         }

@@ -246,6 +246,113 @@ pub enum Error {
         /// What is wrong (misaligned, past the end, empty).
         reason: &'static str,
     },
+
+    // ---- Ledger (issue 3) ----
+    /// The host ledger refused a charge: it would take the (node, page-size class) over its
+    /// admission limit.
+    #[error("{}", admission_message(self))]
+    AdmissionRefused {
+        /// The node.
+        node: NodeId,
+        /// The page-size class (4096 for base pages and THP).
+        page_size_bytes: u64,
+        /// Bytes requested.
+        requested: u64,
+        /// Bytes still admissible (`limit - reserved`).
+        available: u64,
+        /// The admission limit: capacity minus host reserve minus headroom.
+        limit: u64,
+        /// Bytes reserved by live VMs when the request was judged.
+        reserved: u64,
+        /// The class's capacity (pool or node memory).
+        capacity: u64,
+        /// Bytes kept for the host itself.
+        host_reserve: u64,
+        /// Bytes kept free as headroom.
+        headroom: u64,
+    },
+
+    /// The ledger file (or image) is not a valid ledger: corrupted, truncated, of another
+    /// version, or made by something else.
+    #[error("ledger {} is invalid: {what}. Stop the VMMs using it and remove the file (`rm {}`); the next `numapin status` or reservation recreates it", path.display(), path.display())]
+    LedgerInvalid {
+        /// The file (`<in-memory>` for an in-memory ledger or image).
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+
+    /// Every VM record of the ledger is taken by a live process.
+    #[error("ledger {} is full: all {slots} VM records are held by live processes; end VMs, or recreate the ledger with more records (`NUMAPIN_LEDGER_SLOTS`) once no VM uses it", path.display())]
+    LedgerFull {
+        /// The file.
+        path: PathBuf,
+        /// The number of VM records.
+        slots: u32,
+    },
+
+    /// The ledger has no class for this (node, page size): the node did not exist or had no
+    /// such pool when the ledger was created.
+    #[error("the ledger has no class for node {node} with {page_size_bytes}-byte pages (it has: {known:?}); use one of those, or recreate the ledger after adding the pool")]
+    LedgerNoClass {
+        /// The node.
+        node: NodeId,
+        /// The page-size class.
+        page_size_bytes: u64,
+        /// The (node, page size) classes the ledger has.
+        known: Vec<(NodeId, u64)>,
+    },
+
+    /// Creating, opening or mapping the ledger file failed.
+    #[error("ledger {}: {op} failed: {source}; check the directory exists and is writable, or point NUMAPIN_LEDGER at another path", path.display())]
+    LedgerIo {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn admission_message(e: &Error) -> String {
+    let Error::AdmissionRefused {
+        node,
+        page_size_bytes,
+        requested,
+        available,
+        limit,
+        reserved,
+        capacity,
+        host_reserve,
+        headroom,
+    } = e
+    else {
+        return String::new();
+    };
+    let f = |b: &u64| format_bytes(*b);
+    let mut s = format!(
+        "admission refused on node {node}, {} page class: {} requested, {} available ({} reserved of a {} limit = capacity {} - host reserve {} - headroom {})",
+        f(page_size_bytes), f(requested), f(available), f(reserved), f(limit), f(capacity), f(host_reserve), f(headroom)
+    );
+    if requested > capacity {
+        s += &format!(
+            "; the request exceeds the class's whole capacity by {}",
+            f(&(requested - capacity))
+        );
+    } else if requested > limit {
+        s += &format!(
+            "; the request exceeds the admission limit itself by {} (it would eat into the host reserve/headroom)",
+            f(&(requested - limit))
+        );
+    } else {
+        s += &format!(
+            "; over the admission limit by {}",
+            f(&requested.saturating_sub(*available))
+        );
+    }
+    s += ". Stop or shrink a VM (`numapin status` shows who holds what), grow the pool, or reserve on another node";
+    s
 }
 
 impl Error {

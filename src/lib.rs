@@ -4,6 +4,7 @@
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
 //! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
+//! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
 //! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
@@ -24,6 +25,7 @@
 #[allow(unsafe_code)]
 pub mod baseline;
 mod error;
+pub mod ledger;
 pub mod measure;
 pub mod plan;
 #[allow(unsafe_code)]
@@ -32,6 +34,7 @@ mod populate;
 pub mod reservation;
 pub mod smaps;
 pub mod snapshot;
+pub(crate) mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod topology;
@@ -43,6 +46,7 @@ pub mod units;
 pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
+pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
 pub use reservation::{
     FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
     Reservation, ReservationBuilder,

@@ -1677,6 +1677,26 @@ mod tests {
     }
 
     #[test]
+    fn populate_cpus_must_be_usable() {
+        let e = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([60_000, 60_001])
+            .preflight()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidConfig(m) if m.contains("60000-60001") && m.contains("allowed")),
+            "{e}"
+        );
+        let allowed = sys::affinity().unwrap();
+        let plan = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([allowed[0], 60_000])
+            .preflight()
+            .unwrap();
+        assert_eq!((plan.cpus.clone(), plan.threads), (vec![allowed[0]], 1));
+    }
+
+    #[test]
     fn small_base_page_reservation() {
         let mut r = Reservation::builder(8 << 20)
             .page_size(PageSize::Base4K)

@@ -67,6 +67,12 @@ pub struct VmSnapshot {
     /// Defaults to true when every reservation is on one node.
     #[cfg_attr(feature = "serde", serde(default))]
     pub single_node: Option<bool>,
+    /// Bytes of the VM's memory populated (faulted in), when the ledger knows it.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub populated_bytes: Option<u64>,
 }
 
 /// One charge of a VM.

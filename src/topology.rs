@@ -187,6 +187,22 @@ impl Topology {
             });
         }
 
+        // A CPU belongs to one node; a tree that says otherwise (a bad copy of another host's
+        // files) would make `node_of_cpu` answer with whichever node comes first.
+        let mut owner: BTreeMap<u32, NodeId> = BTreeMap::new();
+        for node in &nodes {
+            for &c in &node.cpus {
+                if let Some(first) = owner.insert(c, node.id) {
+                    return Err(Error::parse(
+                        node_dir.join(format!("node{}/cpulist", node.id)),
+                        format!(
+                            "cpu {c} is also in node {first}'s cpulist; a CPU belongs to one node"
+                        ),
+                    ));
+                }
+            }
+        }
+
         // The kernel prints one distance per *possible* node in id order; keep the columns of
         // online nodes. Where the row is as long as the online list, it is already that.
         let possible = match fs::read_to_string(node_dir.join("possible")) {

@@ -43,8 +43,9 @@ use hwlocality::object::types::ObjectType;
 use hwlocality::object::TopologyObject;
 
 use crate::error::{Error, Result};
+use crate::topology::format_cpulist;
 use crate::topology::{HugepagePool, NumaNode, Topology};
-use crate::units::NodeId;
+use crate::units::{format_bytes, NodeId};
 
 /// What hwloc knows about a host, on top of the plain [`Topology`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,10 @@ pub struct HwlocTopology {
     pub memory: Vec<NodeMemory>,
     /// Packages (sockets), their cores and the cores' CPUs.
     pub packages: Vec<Package>,
-    /// The hwloc API version the library reports (`"2.9.0"`).
+    /// The CPUs hwloc considers usable by this process (its cgroup cpuset); hwloc lists only
+    /// these in nodes and cores, sysfs lists every online CPU.
+    pub allowed_cpus: Vec<u32>,
+    /// The hwloc API version of the library (hwloc 2.9 reports API `"2.8.0"`).
     pub hwloc_api: String,
     /// What hwloc did not report, and other remarks for a reader.
     pub notes: Vec<String>,
@@ -154,6 +158,68 @@ impl HwlocTopology {
             .collect();
         cpus.sort_unstable();
         cpus
+    }
+
+    /// Where this description and `sysfs` (normally [`Topology::from_sysfs`]) disagree about
+    /// the hardware: node ids, each node's CPUs (sysfs's restricted to
+    /// [`HwlocTopology::allowed_cpus`]), total memory by more than `mem_tolerance` (a fraction:
+    /// memory hot-plug or a balloon can move it between the two readings), hugepage pool sizes,
+    /// distances. Empty when they agree; one sentence per difference otherwise.
+    pub fn disagreements(&self, sysfs: &Topology, mem_tolerance: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        let (h_ids, s_ids) = (self.topology.node_ids(), sysfs.node_ids());
+        if h_ids != s_ids {
+            out.push(format!("nodes: hwloc {h_ids:?}, sysfs {s_ids:?}"));
+            return out;
+        }
+        for (h, s) in self.topology.nodes.iter().zip(&sysfs.nodes) {
+            let s_cpus: Vec<u32> = s
+                .cpus
+                .iter()
+                .copied()
+                .filter(|c| self.allowed_cpus.binary_search(c).is_ok())
+                .collect();
+            if h.cpus != s_cpus {
+                out.push(format!(
+                    "node {} cpus: hwloc {}, sysfs {} (allowed: {})",
+                    h.id,
+                    format_cpulist(&h.cpus),
+                    format_cpulist(&s_cpus),
+                    format_cpulist(&self.allowed_cpus)
+                ));
+            }
+            let (a, b) = (h.mem_total_bytes as f64, s.mem_total_bytes as f64);
+            if (a - b).abs() > b * mem_tolerance {
+                out.push(format!(
+                    "node {} memory: hwloc {}, sysfs {} (more than {:.1}% apart)",
+                    h.id,
+                    format_bytes(h.mem_total_bytes),
+                    format_bytes(s.mem_total_bytes),
+                    100.0 * mem_tolerance
+                ));
+            }
+            let pools = |n: &NumaNode| -> Vec<(u64, u64)> {
+                n.hugepages
+                    .iter()
+                    .map(|p| (p.page_size_bytes, p.total))
+                    .collect()
+            };
+            if pools(h) != pools(s) {
+                out.push(format!(
+                    "node {} hugepage pools (page bytes, pages): hwloc {:?}, sysfs {:?}",
+                    h.id,
+                    pools(h),
+                    pools(s)
+                ));
+            }
+        }
+        if self.topology.distances != sysfs.distances {
+            out.push(format!(
+                "distances: hwloc {:?}, sysfs {:?}",
+                self.topology.distances, sysfs.distances
+            ));
+        }
+        out
     }
 
     /// The memory attributes of `node`.
@@ -342,6 +408,8 @@ fn from_hwloc(hw: &hwlocality::Topology, sysfs: &Topology) -> Result<HwlocTopolo
         notes.push("hwloc reports no package: core structure unknown".into());
     }
 
+    let mut allowed_cpus = ids(Some(hw.allowed_cpuset()));
+    allowed_cpus.sort_unstable();
     let v = hwlocality::hwloc_api_version();
     Ok(HwlocTopology {
         topology: Topology {
@@ -351,6 +419,7 @@ fn from_hwloc(hw: &hwlocality::Topology, sysfs: &Topology) -> Result<HwlocTopolo
         },
         memory,
         packages,
+        allowed_cpus,
         hwloc_api: format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff),
         notes,
     })

@@ -66,6 +66,10 @@ use crate::reservation::{
 };
 use crate::units::PageSize;
 
+/// The guide "Using numapin in a VMM" (`docs/vmm-guide.md`); its examples are doctests.
+#[doc = include_str!("../docs/vmm-guide.md")]
+pub mod guide {}
+
 /// Guest memory whose regions are numapin reservations ([`Layout::build`] makes one).
 pub type NumaGuestMemory<B = ()> = GuestMemoryMmap<OwnedBitmap<B>>;
 
@@ -448,6 +452,19 @@ impl<B: Bitmap> Layout<B> {
     /// the 64-bit guest address space, or that overlaps another. The reservations are
     /// released (unmapped, pool pages returned) on every error.
     pub fn build(self) -> Result<NumaGuestMemory<B>> {
+        let regions = self.build_regions()?;
+        // Checked by build_regions: sorted, non-empty, non-overlapping; vm-memory checks again.
+        GuestMemoryMmap::from_regions(regions)
+            .map_err(|e| Error::InvalidConfig(format!("vm-memory refused the layout: {e}")))
+    }
+
+    /// Like [`Layout::build`], but returns the regions (sorted by guest address) instead of a
+    /// guest memory, e.g. to hot-plug them into an existing one with
+    /// `GuestMemoryMmap::insert_region`.
+    ///
+    /// # Errors
+    /// As [`Layout::build`]; overlap is checked among these regions only.
+    pub fn build_regions(self) -> Result<Vec<NumaGuestRegion<B>>> {
         if self.regions.is_empty() {
             return Err(Error::InvalidConfig(
                 "a guest memory layout needs at least one region".into(),
@@ -505,18 +522,17 @@ impl<B: Bitmap> Layout<B> {
         }
 
         let mut regions = Vec::with_capacity(self.regions.len());
-        for (addr, mem, bitmap) in self.regions {
-            regions.push(make_region(addr, mem, bitmap)?);
+        for (index, (addr, mem, bitmap)) in self.regions.into_iter().enumerate() {
+            regions.push(make_region(index, addr, mem, bitmap)?);
         }
         regions.sort_by_key(|r| r.start_addr());
-        // Checked above: sorted, non-empty, non-overlapping; vm-memory checks again.
-        GuestMemoryMmap::from_regions(regions)
-            .map_err(|e| Error::InvalidConfig(format!("vm-memory refused the layout: {e}")))
+        Ok(regions)
     }
 }
 
 /// Wraps one reservation as a vm-memory region owned by its bitmap.
 fn make_region<B: Bitmap>(
+    index: usize,
     guest_addr: GuestAddress,
     memory: RegionMemory,
     bitmap: B,
@@ -573,7 +589,7 @@ fn make_region<B: Bitmap>(
     }
     .map_err(|e| Error::InvalidConfig(format!("vm-memory refused the mapping: {e}")))?;
     GuestRegionMmap::new(mmap, guest_addr).ok_or_else(|| Error::GuestLayout {
-        index: 0,
+        index,
         guest_addr: guest_addr.0,
         len: len as u64,
         problem: "ends past the 64-bit guest address space".into(),

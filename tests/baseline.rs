@@ -10,12 +10,26 @@ use numapin::{Error, PageSize};
 
 const MIB: usize = 1 << 20;
 
-/// Resident bytes of the region's VMA as smaps counts them (hugetlb pages are counted apart).
-fn smaps_resident(r: &LazyRegion) -> u64 {
+/// Resident bytes of the region as smaps counts them (hugetlb pages are counted apart), when
+/// the region is a VMA of its own. Private anonymous mappings with the same flags merge with a
+/// neighbour (another test's region, mapped concurrently); then smaps cannot tell the region's
+/// share and only `mincore` (exact per page) is checked.
+fn smaps_resident(r: &LazyRegion) -> Option<u64> {
     let v = vma_info(r.as_ptr() as usize)
         .expect("read smaps")
-        .expect("the region is a VMA");
-    v.rss.max(v.hugetlb_bytes)
+        .expect("the region is in a VMA");
+    if (v.start, v.end) != (r.as_ptr() as usize, r.as_ptr() as usize + r.len()) {
+        eprintln!("note: the region's VMA merged with a neighbour; smaps check skipped");
+        return None;
+    }
+    Some(v.rss.max(v.hugetlb_bytes))
+}
+
+/// Asserts smaps agrees, where it can tell.
+fn assert_smaps(r: &LazyRegion, expected: usize, what: &str) {
+    if let Some(rss) = smaps_resident(r) {
+        assert_eq!(rss, expected as u64, "smaps: {what}");
+    }
 }
 
 /// Checks the cycle on one region: lazy → touched → quarter inflated → deflated and touched.
@@ -23,7 +37,7 @@ fn cycle(mut r: LazyRegion) {
     let len = r.len();
     let q = len / 4;
     assert_eq!(r.resident_bytes().unwrap(), 0, "lazy: nothing resident yet");
-    assert_eq!(smaps_resident(&r), 0);
+    assert_smaps(&r, 0, "lazy");
 
     r.as_mut_slice().fill(0xa5);
     assert_eq!(
@@ -31,7 +45,7 @@ fn cycle(mut r: LazyRegion) {
         len as u64,
         "touched: all resident"
     );
-    assert_eq!(smaps_resident(&r), len as u64);
+    assert_smaps(&r, len, "touched or refaulted");
 
     r.inflate(q, q).unwrap();
     assert_eq!(r.inflated_bytes(), q as u64);
@@ -41,7 +55,7 @@ fn cycle(mut r: LazyRegion) {
         "inflate freed the quarter ({:?})",
         r.discard_method()
     );
-    assert_eq!(smaps_resident(&r), (len - q) as u64);
+    assert_smaps(&r, len - q, "inflated");
     // The host took the pages: the guest's data there is gone, the rest kept.
     let s = r.as_slice();
     assert!(s[..q].iter().all(|&b| b == 0xa5));
@@ -58,7 +72,7 @@ fn cycle(mut r: LazyRegion) {
         len as u64,
         "deflate + touch refaulted"
     );
-    assert_eq!(smaps_resident(&r), len as u64);
+    assert_smaps(&r, len, "touched or refaulted");
     // The refaulted pages came back zeroed (touch added one to one byte per page).
     assert!(r.as_slice()[q..q + q]
         .chunks(4096)
@@ -135,9 +149,13 @@ fn thp_balloon_frees_whole_huge_pages() {
     r.touch(0, r.len());
     let before = vma_info(r.as_ptr() as usize).unwrap().unwrap();
     r.inflate(0, 8 * MIB).unwrap();
+    assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
     let after = vma_info(r.as_ptr() as usize).unwrap().unwrap();
-    assert_eq!(after.rss, before.rss - 8 * MIB as u64);
-    if before.anon_huge == 16 * MIB as u64 {
+    let own = (before.start, before.end) == (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
+    if !own {
+        eprintln!("note: the region's VMA merged with a neighbour; smaps check skipped");
+    } else if before.anon_huge == 16 * MIB as u64 {
+        assert_eq!(after.rss, before.rss - 8 * MIB as u64);
         assert_eq!(
             after.anon_huge,
             8 * MIB as u64,
@@ -149,35 +167,34 @@ fn thp_balloon_frees_whole_huge_pages() {
             before.anon_huge
         );
     }
-    assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
+}
+
+/// Free 2 MiB pages host-wide (the baseline binds to no node).
+fn free_2m() -> u64 {
+    common::read_u64("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
 }
 
 fn hugetlb_cycle(sharing: Sharing, method: Discard) {
     let _lock = common::pools_exclusive();
     let pages = 8u64;
-    if !common::need(
-        common::free_pages(0, 2048) >= pages,
-        "needs 8 free 2 MiB hugepages on node 0",
-    ) {
+    if !common::need(free_2m() >= pages, "needs 8 free 2 MiB hugepages") {
         return;
     }
-    let free0 = common::free_pages(0, 2048);
+    let free0 = free_2m();
     let mut r = LazyRegion::new(pages * (2 << 20), PageSize::Huge2M, sharing).unwrap();
     assert_eq!(r.discard_method(), method);
     assert_eq!(
-        common::free_pages(0, 2048),
+        free_2m(),
         free0,
         "MAP_NORESERVE: no page taken or reserved at map time"
     );
-    r.touch(0, r.len());
-    assert_eq!(
-        common::free_pages(0, 2048),
-        free0 - pages,
-        "touch faulted all"
-    );
+    // Populate rather than touch: if another process drains the pool meanwhile, an error,
+    // not a SIGBUS.
+    r.populate(0, r.len()).unwrap();
+    assert_eq!(free_2m(), free0 - pages, "touch faulted all");
     r.inflate(0, 4 * MIB).unwrap();
     assert_eq!(
-        common::free_pages(0, 2048),
+        free_2m(),
         free0 - pages + 2,
         "inflate returned two pages to the pool"
     );
@@ -186,13 +203,9 @@ fn hugetlb_cycle(sharing: Sharing, method: Discard) {
         (pages as usize - 2) as u64 * 2 * MIB as u64
     );
     r.deflate(0, 4 * MIB, true).unwrap();
-    assert_eq!(common::free_pages(0, 2048), free0 - pages, "refaulted");
+    assert_eq!(free_2m(), free0 - pages, "refaulted");
     drop(r);
-    assert_eq!(
-        common::free_pages(0, 2048),
-        free0,
-        "drop returned every page"
-    );
+    assert_eq!(free_2m(), free0, "drop returned every page");
 }
 
 #[test]
@@ -225,4 +238,32 @@ fn errors_leave_nothing_mapped() {
     // Other tests' threads may map or open a few things meanwhile; 50 leaks would show.
     assert!(count("/proc/self/maps") < maps + 10, "mappings leaked");
     assert!(count("/proc/self/fd") < fds + 10, "memfds leaked");
+}
+
+#[test]
+fn refault_on_an_empty_pool_is_an_error_not_sigbus() {
+    let _lock = common::pools_exclusive();
+    if !common::need(free_2m() >= 4, "needs 4 free 2 MiB hugepages") {
+        return;
+    }
+    let mut r = LazyRegion::new(4 * (2 << 20), PageSize::Huge2M, Sharing::Shared).unwrap();
+    r.populate(0, r.len()).unwrap();
+    r.inflate(0, 4 * MIB).unwrap();
+    // Another tenant takes every free page (an overcommitted host).
+    let free = free_2m();
+    let hog = LazyRegion::new(free * (2 << 20), PageSize::Huge2M, Sharing::Private).unwrap();
+    // If someone else took pages meanwhile, this fails part-way with the pool empty all the
+    // same, which is all the test needs.
+    let _ = hog.populate(0, hog.len());
+    assert_eq!(free_2m(), 0);
+    let e = r.deflate(0, 4 * MIB, true).unwrap_err();
+    assert!(
+        matches!(e, Error::Sys { call, .. } if call.contains("POPULATE")),
+        "{e}"
+    );
+    assert_eq!(r.inflated_bytes(), 4 * MIB as u64, "nothing was deflated");
+    drop(hog);
+    r.deflate(0, 4 * MIB, true).unwrap();
+    assert_eq!(r.inflated_bytes(), 0);
+    assert_eq!(r.resident_bytes().unwrap(), r.len() as u64);
 }

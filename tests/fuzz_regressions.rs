@@ -186,3 +186,24 @@ fn tree_duplicate_pool_spelling_is_ignored() {
     assert_eq!(t.nodes[0].hugepages.len(), 1);
     assert_eq!(t.nodes[0].hugepages[0].free, 3);
 }
+
+/// sysfs_tree: two nodes' cpulists naming the same CPU were accepted, and `node_of_cpu` then
+/// answered with whichever node came first.
+#[test]
+fn tree_cpu_in_two_nodes_is_an_error() {
+    let s = Scratch::new("tree_cpu_in_two_nodes_is_an_error");
+    one_node(&s);
+    s.put("sys/devices/system/node/online", "0,5\n");
+    s.put("sys/devices/system/node/node0/distance", "10 20\n");
+    s.put("sys/devices/system/node/node5/cpulist", "1\n");
+    s.put(
+        "sys/devices/system/node/node5/meminfo",
+        "Node 5 MemTotal: 4 kB\n",
+    );
+    s.put("sys/devices/system/node/node5/distance", "20 10\n");
+    let err = read(&s).unwrap_err().to_string();
+    assert!(err.contains("cpu 1 is also in node 0"), "{err}");
+    s.put("sys/devices/system/node/node5/cpulist", "\n");
+    let t = read(&s).unwrap();
+    assert_eq!(t.node_of_cpu(1), Some(NodeId(0)));
+}

@@ -12,6 +12,8 @@ mod common;
 mod guest;
 #[path = "numa-vm/harness.rs"]
 mod harness;
+#[path = "numa-vm/vmm_guest.rs"]
+mod vmm_guest;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,8 +52,15 @@ fn boot_and_check(spec: Spec) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(420),
     );
+    let keep = std::env::var_os("NUMAVM_KEEP").is_some();
+    if keep {
+        // To boot it by hand (append ` numavm.shell` to -append for a shell after the run).
+        eprintln!("{:?}", harness::qemu_command(&tools, &spec, &initramfs));
+    }
     let b = harness::boot(&tools, &spec, &initramfs, timeout);
-    let _ = std::fs::remove_dir_all(&work);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     for r in &b.results {
         eprintln!(
             "{} {:<22} {}",
@@ -93,6 +102,14 @@ fn four_asymmetric_nodes_with_memoryless_and_cpuless() {
     boot_and_check(Spec::asym4());
 }
 
+/// Issue 8's two-region vm-memory guest, one region per node (`.ci/steps/50-numa-vm-vmm.sh`
+/// runs it: `cargo test --features vm-memory --test numa_vm vm_memory`).
+#[cfg(feature = "vm-memory")]
+#[test]
+fn vm_memory_regions_on_two_nodes() {
+    boot_and_check(Spec::sym2().vmm_only());
+}
+
 /// The guest's entry point: `init.sh` runs `numa_vm --ignored --exact guest` inside the VM.
 #[test]
 #[ignore = "runs inside the NUMA guest (init.sh starts it); the host tests boot it"]
@@ -107,7 +124,7 @@ fn guest() {
 
 #[test]
 fn spec_round_trips_and_names_every_scenario_once() {
-    for s in [Spec::sym2(), Spec::asym4()] {
+    for s in [Spec::sym2(), Spec::asym4(), Spec::asym4().vmm_only()] {
         s.numbering_is_the_guests().unwrap();
         assert_eq!(Spec::from_text(&s.to_text()), s);
         let names = s.scenarios();

@@ -295,3 +295,64 @@ fn a_failed_population_keeps_the_memory_until_the_region_goes() {
     assert!(!mapped_at(ptr));
     assert_eq!(free_pages(node.0, 2048), free, "every page went back");
 }
+
+/// Hot-plug: regions built on their own join an existing guest memory with vm-memory's
+/// `insert_region`, and stay owned the same way.
+#[test]
+fn regions_can_be_hot_plugged() {
+    let base = |size| {
+        Reservation::builder(size)
+            .page_size(PageSize::Base4K)
+            .lock(false)
+            .threads(1)
+            .build()
+            .unwrap()
+    };
+    let mem = Layout::new()
+        .region(GuestAddress(0), base(2 << 20))
+        .build()
+        .unwrap();
+    let plug = Layout::new()
+        .region(GuestAddress(1 << 30), base(4 << 20))
+        .build_regions()
+        .unwrap();
+    assert_eq!(plug.len(), 1);
+    let ptr = vmm::owner(&plug[0]).as_ptr();
+    let region = std::sync::Arc::new(plug.into_iter().next().unwrap());
+    let bigger = mem.insert_region(region).unwrap();
+    drop(mem);
+    assert_eq!(bigger.num_regions(), 2);
+    bigger
+        .write_obj(0x55aa_u16, GuestAddress((1 << 30) + 4094))
+        .unwrap();
+    // SAFETY: inside the plugged 4 MiB mapping, which `bigger` keeps alive.
+    let seen = unsafe { ptr.add(4094).cast::<u16>().read_unaligned() };
+    assert_eq!(seen, 0x55aa);
+    drop(bigger);
+    assert!(!mapped_at(ptr));
+}
+
+/// Dirty-page tracking (for live migration) still works: the owner forwards every bitmap call
+/// to the inner `AtomicBitmap`.
+#[test]
+fn dirty_tracking_goes_through_the_owner() {
+    use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+    let r = Reservation::builder(1 << 20)
+        .page_size(PageSize::Base4K)
+        .lock(false)
+        .threads(1)
+        .build()
+        .unwrap();
+    let mem = Layout::<AtomicBitmap>::default()
+        .region(GuestAddress(0), r)
+        .build()
+        .unwrap();
+    let region = mem.iter().next().unwrap();
+    let bitmap = region.get_mmap();
+    let bitmap = bitmap.bitmap();
+    assert!(!bitmap.dirty_at(5 * 4096));
+    mem.write_obj(7u8, GuestAddress(5 * 4096 + 1)).unwrap();
+    assert!(bitmap.dirty_at(5 * 4096), "the write marked its page dirty");
+    assert!(bitmap.inner().dirty_at(5 * 4096));
+    assert!(!bitmap.dirty_at(6 * 4096), "and only its page");
+}

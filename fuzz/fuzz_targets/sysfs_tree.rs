@@ -9,6 +9,6 @@ use numapin_fuzz::tree::Tree;
 fuzz_target!(|tree: Tree| {
     let (sys, proc) = tree.write();
     if let Ok(topo) = numapin::Topology::from_roots(&sys, &proc) {
-        numapin_fuzz::tree::check_topology(&topo, &tree);
+        numapin_fuzz::tree::check_topology(&topo, &tree, &sys);
     }
 });

@@ -1,5 +1,8 @@
-//! A structure-aware sysfs + procfs tree for `Topology::from_roots`: mostly what the kernel
-//! writes (so the fuzzer gets deep), with raw bytes anywhere a file can hold junk.
+//! A structure-aware sysfs + procfs tree for `Topology::from_roots`. Every file is
+//! [`File::Good`] (what the kernel writes, consistent with the rest of the tree), raw bytes, or
+//! absent; arbitrary's first variant is what an exhausted input decodes to, so short inputs
+//! give well-formed multi-node trees and the fuzzer spends its time on the interesting
+//! mixtures.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,31 +12,19 @@ use arbitrary::Arbitrary;
 use numapin::topology::parse_cpulist;
 use numapin::{ThpMode, Topology};
 
-/// A node or CPU list file.
+/// One file of the tree.
 #[derive(Arbitrary, Debug)]
-pub enum List {
-    /// Ids (reduced modulo the kind's limit), comma-separated, in the given order.
-    Ids(Vec<u8>),
-    /// `a-b`.
-    Range(u8, u8),
+pub enum File<T> {
+    /// What the kernel writes, built from `T`.
+    Good(T),
     /// Raw bytes.
     Raw(Vec<u8>),
+    /// No such file.
+    Missing,
 }
 
-impl List {
-    fn text(&self, modulus: u8) -> Vec<u8> {
-        match self {
-            List::Ids(ids) => ids
-                .iter()
-                .map(|i| (i % modulus).to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-                .into_bytes(),
-            List::Range(a, b) => format!("{}-{}\n", a % modulus, b % modulus).into_bytes(),
-            List::Raw(r) => r.clone(),
-        }
-    }
-}
+/// A list of ids (reduced modulo the kind's limit), written comma-separated in this order.
+pub type Ids = Vec<u8>;
 
 /// A meminfo field name.
 #[derive(Arbitrary, Debug)]
@@ -44,8 +35,6 @@ pub enum Field {
     MemFree,
     /// `Active(file)`.
     ActiveFile,
-    /// `Inactive(file)`.
-    InactiveFile,
     /// `SReclaimable`.
     SReclaimable,
     /// `HugePages_Total` (no kB).
@@ -54,31 +43,26 @@ pub enum Field {
     Other(String),
 }
 
-/// A node's `meminfo`.
+/// A node's `meminfo`: `MemTotal`, `MemFree`, `Inactive(file)`, then more lines.
 #[derive(Arbitrary, Debug)]
-pub enum Meminfo {
-    /// Lines `Node N Field: value [kB]`.
-    Fields(Vec<(Field, u64, bool)>),
-    /// Raw bytes.
-    Raw(Vec<u8>),
-}
-
-/// A number file (`nr_hugepages`, ...).
-#[derive(Arbitrary, Debug)]
-pub enum Num {
-    /// A number and a newline.
-    Value(u64),
-    /// No such file.
-    Missing,
-    /// Raw bytes.
-    Raw(Vec<u8>),
+pub struct Meminfo {
+    /// `MemTotal` in kB.
+    pub total: u64,
+    /// `MemFree` in kB.
+    pub free: u64,
+    /// `Inactive(file)` in kB.
+    pub inactive_file: u64,
+    /// More lines: name, value, whether `kB` follows.
+    pub extra: Vec<(Field, u64, bool)>,
 }
 
 /// A pool directory's name.
 #[derive(Arbitrary, Debug)]
 pub enum PoolName {
-    /// `hugepages-2048kB` (false) or `hugepages-1048576kB` (true).
-    Known(bool),
+    /// `hugepages-2048kB`.
+    Huge2M,
+    /// `hugepages-1048576kB`.
+    Huge1G,
     /// `hugepages-{n}kB`.
     Kib(u64),
     /// Anything (sanitised to one path component).
@@ -91,11 +75,11 @@ pub struct Pool {
     /// Directory name.
     pub name: PoolName,
     /// `nr_hugepages`.
-    pub nr: Num,
+    pub nr: File<u64>,
     /// `free_hugepages`.
-    pub free: Num,
+    pub free: File<u64>,
     /// `surplus_hugepages`.
-    pub surplus: Num,
+    pub surplus: File<u64>,
 }
 
 /// One `nodeN` directory.
@@ -103,14 +87,14 @@ pub struct Pool {
 pub struct Node {
     /// N (modulo 8).
     pub id: u8,
-    /// `cpulist`, absent if None.
-    pub cpulist: Option<List>,
-    /// `meminfo`, absent if None.
-    pub meminfo: Option<Meminfo>,
-    /// `distance`: numbers, or raw bytes.
-    pub distance: Option<Result<Vec<u8>, Vec<u8>>>,
-    /// `hugepages/`, absent if None.
-    pub pools: Option<Vec<Pool>>,
+    /// `cpulist` (ids modulo 64).
+    pub cpulist: File<Ids>,
+    /// `meminfo`.
+    pub meminfo: File<Meminfo>,
+    /// `distance`: `None` for 10 to itself and 20 to every online node, or given numbers.
+    pub distance: File<Option<Vec<u8>>>,
+    /// `hugepages/` (absent when `Missing`; raw bytes make it a file).
+    pub pools: File<Vec<Pool>>,
 }
 
 /// One `/proc/zoneinfo` zone: (node, present pages, managed pages).
@@ -119,18 +103,18 @@ pub type Zone = (u8, u64, u64);
 /// The whole tree.
 #[derive(Arbitrary, Debug)]
 pub struct Tree {
-    /// `devices/system/node/online`.
-    pub online: Option<List>,
-    /// `devices/system/node/possible`.
-    pub possible: Option<List>,
-    /// `devices/system/cpu/online`.
-    pub cpus_online: Option<List>,
     /// Node directories.
     pub nodes: Vec<Node>,
-    /// `kernel/mm/transparent_hugepage/enabled`: the bracketed mode index, or raw bytes.
-    pub thp: Option<Result<u8, Vec<u8>>>,
-    /// `/proc/zoneinfo`: (node, present, managed) zones, or raw bytes.
-    pub zoneinfo: Option<Result<Vec<Zone>, Vec<u8>>>,
+    /// `devices/system/node/online`: `None` lists the node directories.
+    pub online: File<Option<Ids>>,
+    /// `devices/system/node/possible`: `None` is the online list plus node 7.
+    pub possible: File<Option<Ids>>,
+    /// `devices/system/cpu/online`: `None` is the union of the cpulists.
+    pub cpus_online: File<Option<Ids>>,
+    /// `kernel/mm/transparent_hugepage/enabled`: the bracketed mode's index.
+    pub thp: File<u8>,
+    /// `/proc/zoneinfo`.
+    pub zoneinfo: File<Vec<Zone>>,
 }
 
 const NODE_MOD: u8 = 8;
@@ -148,12 +132,22 @@ fn put(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap();
 }
 
-fn num(path: &Path, n: &Num) {
-    match n {
-        Num::Value(v) => put(path, format!("{v}\n").as_bytes()),
-        Num::Missing => {}
-        Num::Raw(r) => put(path, r),
+fn first_per_id(nodes: &[Node]) -> impl Iterator<Item = &Node> {
+    let mut seen = BTreeSet::new();
+    nodes.iter().filter(move |n| seen.insert(n.id % NODE_MOD))
+}
+
+fn write_file<T>(path: &Path, f: &File<T>, good: impl FnOnce(&T) -> String) {
+    match f {
+        File::Good(t) => put(path, good(t).as_bytes()),
+        File::Raw(r) => put(path, r),
+        File::Missing => {}
     }
+}
+
+fn list(ids: impl IntoIterator<Item = u8>, modulus: u8) -> String {
+    let v: Vec<String> = ids.into_iter().map(|i| (i % modulus).to_string()).collect();
+    format!("{}\n", v.join(","))
 }
 
 impl Tree {
@@ -166,81 +160,108 @@ impl Tree {
         let nd = sys.join("devices/system/node");
         fs::create_dir_all(&nd).unwrap();
         fs::create_dir_all(&proc).unwrap();
-        if let Some(l) = &self.online {
-            put(&nd.join("online"), &l.text(NODE_MOD));
-        }
-        if let Some(l) = &self.possible {
-            put(&nd.join("possible"), &l.text(NODE_MOD));
-        }
-        if let Some(l) = &self.cpus_online {
-            put(&sys.join("devices/system/cpu/online"), &l.text(CPU_MOD));
-        }
-        for n in &self.nodes {
+
+        let dirs: BTreeSet<u8> = self.nodes.iter().map(|n| n.id % NODE_MOD).collect();
+        let online: BTreeSet<u8> = match &self.online {
+            File::Good(Some(ids)) => ids.iter().map(|i| i % NODE_MOD).collect(),
+            _ => dirs.clone(),
+        };
+        write_file(&nd.join("online"), &self.online, |o| match o {
+            Some(ids) => list(ids.iter().copied(), NODE_MOD),
+            None => list(dirs.iter().copied(), NODE_MOD),
+        });
+        write_file(&nd.join("possible"), &self.possible, |p| match p {
+            Some(ids) => list(ids.iter().copied(), NODE_MOD),
+            None => list(online.iter().copied().chain([NODE_MOD - 1]), NODE_MOD),
+        });
+        let all_cpus: Vec<u8> = first_per_id(&self.nodes)
+            .flat_map(|n| match &n.cpulist {
+                File::Good(c) => c.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        write_file(
+            &sys.join("devices/system/cpu/online"),
+            &self.cpus_online,
+            |c| match c {
+                Some(ids) => list(ids.iter().copied(), CPU_MOD),
+                None => list(all_cpus.iter().copied(), CPU_MOD),
+            },
+        );
+
+        // One directory per id: the first entry wins.
+        for n in first_per_id(&self.nodes) {
             let id = n.id % NODE_MOD;
             let dir = nd.join(format!("node{id}"));
             fs::create_dir_all(&dir).unwrap();
-            if let Some(l) = &n.cpulist {
-                put(&dir.join("cpulist"), &l.text(CPU_MOD));
-            }
-            match &n.meminfo {
-                Some(Meminfo::Fields(f)) => {
-                    let mut s = String::new();
-                    for (field, v, kb) in f {
-                        let name = match field {
-                            Field::MemTotal => "MemTotal",
-                            Field::MemFree => "MemFree",
-                            Field::ActiveFile => "Active(file)",
-                            Field::InactiveFile => "Inactive(file)",
-                            Field::SReclaimable => "SReclaimable",
-                            Field::HugePagesTotal => "HugePages_Total",
-                            Field::Other(o) => o,
-                        };
-                        let unit = if *kb { " kB" } else { "" };
-                        s.push_str(&format!("Node {id} {name}:  {v}{unit}\n"));
-                    }
-                    put(&dir.join("meminfo"), s.as_bytes());
-                }
-                Some(Meminfo::Raw(r)) => put(&dir.join("meminfo"), r),
-                None => {}
-            }
-            match &n.distance {
-                Some(Ok(d)) => {
-                    let t: Vec<String> = d.iter().map(u8::to_string).collect();
-                    put(
-                        &dir.join("distance"),
-                        format!("{}\n", t.join(" ")).as_bytes(),
-                    );
-                }
-                Some(Err(r)) => put(&dir.join("distance"), r),
-                None => {}
-            }
-            if let Some(pools) = &n.pools {
-                let hp = dir.join("hugepages");
-                fs::create_dir_all(&hp).unwrap();
-                for p in pools {
-                    let name = match &p.name {
-                        PoolName::Known(false) => "hugepages-2048kB".to_string(),
-                        PoolName::Known(true) => "hugepages-1048576kB".to_string(),
-                        PoolName::Kib(k) => format!("hugepages-{k}kB"),
-                        PoolName::Raw(r) => r.replace(['/', '\0'], "_"),
+            write_file(&dir.join("cpulist"), &n.cpulist, |c| {
+                list(c.iter().copied(), CPU_MOD)
+            });
+            write_file(&dir.join("meminfo"), &n.meminfo, |m| {
+                let mut s = format!(
+                    "Node {id} MemTotal:  {} kB\nNode {id} MemFree:  {} kB\nNode {id} Inactive(file):  {} kB\n",
+                    m.total, m.free, m.inactive_file
+                );
+                for (field, v, kb) in &m.extra {
+                    let name = match field {
+                        Field::MemTotal => "MemTotal",
+                        Field::MemFree => "MemFree",
+                        Field::ActiveFile => "Active(file)",
+                        Field::SReclaimable => "SReclaimable",
+                        Field::HugePagesTotal => "HugePages_Total",
+                        Field::Other(o) => o,
                     };
-                    if name.is_empty() || name == "." || name == ".." || name.len() > 200 {
-                        continue;
-                    }
-                    let pd = hp.join(name);
-                    if fs::create_dir_all(&pd).is_err() {
-                        continue; // a file of that name exists already
-                    }
-                    num(&pd.join("nr_hugepages"), &p.nr);
-                    num(&pd.join("free_hugepages"), &p.free);
-                    num(&pd.join("surplus_hugepages"), &p.surplus);
+                    let unit = if *kb { " kB" } else { "" };
+                    s.push_str(&format!("Node {id} {name}:  {v}{unit}\n"));
                 }
+                s
+            });
+            write_file(&dir.join("distance"), &n.distance, |d| {
+                let row: Vec<String> = match d {
+                    Some(d) => d.iter().map(u8::to_string).collect(),
+                    None => online
+                        .iter()
+                        .map(|&j| if j == id { "10" } else { "20" }.to_string())
+                        .collect(),
+                };
+                format!("{}\n", row.join(" "))
+            });
+            match &n.pools {
+                File::Good(pools) => {
+                    let hp = dir.join("hugepages");
+                    fs::create_dir_all(&hp).unwrap();
+                    for p in pools {
+                        let name = match &p.name {
+                            PoolName::Huge2M => "hugepages-2048kB".to_string(),
+                            PoolName::Huge1G => "hugepages-1048576kB".to_string(),
+                            PoolName::Kib(k) => format!("hugepages-{k}kB"),
+                            PoolName::Raw(r) => r.replace(['/', '\0'], "_"),
+                        };
+                        if name.is_empty() || name == "." || name == ".." || name.len() > 200 {
+                            continue;
+                        }
+                        let pd = hp.join(name);
+                        if fs::create_dir_all(&pd).is_err() {
+                            continue; // a file of that name exists already
+                        }
+                        for (file, v) in [
+                            ("nr_hugepages", &p.nr),
+                            ("free_hugepages", &p.free),
+                            ("surplus_hugepages", &p.surplus),
+                        ] {
+                            write_file(&pd.join(file), v, |v| format!("{v}\n"));
+                        }
+                    }
+                }
+                File::Raw(r) => put(&dir.join("hugepages"), r),
+                File::Missing => {}
             }
         }
-        match &self.thp {
-            Some(Ok(sel)) => {
-                let modes = ["always", "madvise", "never"];
-                let t: Vec<String> = modes
+        write_file(
+            &sys.join("kernel/mm/transparent_hugepage/enabled"),
+            &self.thp,
+            |sel| {
+                let t: Vec<String> = ["always", "madvise", "never"]
                     .iter()
                     .enumerate()
                     .map(|(i, m)| {
@@ -251,58 +272,42 @@ impl Tree {
                         }
                     })
                     .collect();
-                put(
-                    &sys.join("kernel/mm/transparent_hugepage/enabled"),
-                    format!("{}\n", t.join(" ")).as_bytes(),
-                );
+                format!("{}\n", t.join(" "))
+            },
+        );
+        write_file(&proc.join("zoneinfo"), &self.zoneinfo, |zones| {
+            let mut s = String::new();
+            for (n, present, managed) in zones {
+                s.push_str(&format!(
+                    "Node {}, zone   Normal\n  pages free     1\n        present  {present}\n        managed  {managed}\n",
+                    n % NODE_MOD
+                ));
             }
-            Some(Err(r)) => put(&sys.join("kernel/mm/transparent_hugepage/enabled"), r),
-            None => {}
-        }
-        match &self.zoneinfo {
-            Some(Ok(zones)) => {
-                let mut s = String::new();
-                for (n, present, managed) in zones {
-                    s.push_str(&format!(
-                        "Node {}, zone   Normal\n  pages free     1\n        present  {present}\n        managed  {managed}\n",
-                        n % NODE_MOD
-                    ));
-                }
-                put(&proc.join("zoneinfo"), s.as_bytes());
-            }
-            Some(Err(r)) => put(&proc.join("zoneinfo"), r),
-            None => {}
-        }
+            s
+        });
         (sys, proc)
     }
 }
 
-/// The invariants of a topology that `from_roots` accepted, checked against the files.
-pub fn check_topology(t: &Topology, tree: &Tree) {
+fn read_list(path: &Path) -> Vec<u32> {
+    parse_cpulist(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The invariants of a topology that `from_roots` accepted, checked against the files it read.
+pub fn check_topology(t: &Topology, tree: &Tree, sys: &Path) {
     let n = t.nodes.len();
-    assert!(
-        t.nodes.windows(2).all(|w| w[0].id < w[1].id),
-        "nodes not ascending"
+    let ids: Vec<u32> = t.nodes.iter().map(|n| n.id.0).collect();
+    assert_eq!(
+        ids,
+        read_list(&sys.join("devices/system/node/online")),
+        "node ids"
     );
-    if let Some(List::Ids(ids)) = &tree.online {
-        let want: BTreeSet<u32> = ids.iter().map(|i| u32::from(i % NODE_MOD)).collect();
-        let got: Vec<u32> = t.nodes.iter().map(|n| n.id.0).collect();
-        assert_eq!(
-            got,
-            want.into_iter().collect::<Vec<_>>(),
-            "node ids != online list"
-        );
-    }
     assert_eq!(t.distances.len(), n, "distance rows");
     assert!(
         t.distances.iter().all(|r| r.len() == n),
         "distance matrix not square"
     );
-    let online_cpus = tree
-        .cpus_online
-        .as_ref()
-        .map(|l| parse_cpulist(&String::from_utf8_lossy(&l.text(CPU_MOD))).unwrap())
-        .unwrap();
+    let online_cpus = read_list(&sys.join("devices/system/cpu/online"));
     let mut seen = BTreeSet::new();
     for node in &t.nodes {
         assert!(
@@ -315,7 +320,7 @@ pub fn check_topology(t: &Topology, tree: &Tree) {
                 "offline cpu {c} in node {}",
                 node.id
             );
-            assert!(seen.insert(c), "cpu {c} in two nodes");
+            assert!(seen.insert(c), "cpu {c} in two nodes: {t:?}");
             assert_eq!(t.node_of_cpu(c), Some(node.id));
         }
         assert!(
@@ -338,7 +343,7 @@ pub fn check_topology(t: &Topology, tree: &Tree) {
             let _ = t.free_hugepages_elsewhere(page, &[node.id]);
         }
     }
-    if tree.thp.is_none() {
+    if matches!(tree.thp, File::Missing) {
         assert_eq!(t.thp, ThpMode::Unsupported);
     }
 }

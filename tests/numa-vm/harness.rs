@@ -43,6 +43,8 @@ pub struct Spec {
     pub dist: Vec<Vec<u32>>,
     /// THP mode init writes (`always` makes a missing `MADV_NOHUGEPAGE` visible).
     pub thp: String,
+    /// Which scenarios run: `all`, or `vmm` (the vm-memory two-region guest only).
+    pub suite: String,
 }
 
 /// A 1 GiB page may only be asked of a node this large (the page must be 1 GiB-aligned and
@@ -64,6 +66,7 @@ impl Spec {
             nodes: vec![n(0), n(1)],
             dist: vec![vec![10, 20], vec![20, 10]],
             thp: "always".into(),
+            suite: "all".into(),
         }
     }
 
@@ -93,6 +96,7 @@ impl Spec {
                 vec![31, 25, 27, 10],
             ],
             thp: "always".into(),
+            suite: "all".into(),
         }
     }
 
@@ -163,9 +167,20 @@ impl Spec {
         self.dist[i][j]
     }
 
+    /// This topology, running only the vm-memory scenario (feature `vm-memory`).
+    pub fn vmm_only(mut self) -> Spec {
+        self.name = format!("{}-vmm", self.name);
+        self.suite = "vmm".into();
+        self
+    }
+
     /// The names of the scenarios the guest must report for this topology, in order.
     pub fn scenarios(&self) -> Vec<String> {
         let mut s = vec!["pools".to_string(), "topology".to_string()];
+        if self.suite == "vmm" {
+            s.push("vmm.two_regions".into());
+            return s;
+        }
         let mem = self.mem_nodes();
         for n in &mem {
             for p in ["4k", "thp", "2m"] {
@@ -210,12 +225,16 @@ impl Spec {
         {
             s.push("default.nearest".into());
         }
+        s.extend(crate::vmm_guest::names(self));
         s
     }
 
     /// The text form written to `/numavm.spec` (and read by `init.sh` for the pools).
     pub fn to_text(&self) -> String {
-        let mut t = format!("name {}\nthp {}\n", self.name, self.thp);
+        let mut t = format!(
+            "name {}\nthp {}\nsuite {}\n",
+            self.name, self.thp, self.suite
+        );
         for (i, n) in self.nodes.iter().enumerate() {
             let cpus: Vec<String> = n.cpus.iter().map(|c| c.to_string()).collect();
             let cpus = if cpus.is_empty() {
@@ -253,12 +272,14 @@ impl Spec {
             nodes: vec![],
             dist: vec![],
             thp: String::new(),
+            suite: String::new(),
         };
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.first().copied() {
                 Some("name") => s.name = f[1].into(),
                 Some("thp") => s.thp = f[1].into(),
+                Some("suite") => s.suite = f[1].into(),
                 Some("node") => {
                     let num = |i: usize| f[i].parse::<u64>().expect("number");
                     s.nodes.push(NodeSpec {
@@ -500,7 +521,10 @@ pub fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, String> {
 /// Copies `bin` without debug info into `dir` (smaller initramfs, faster boot); the original
 /// when `strip` is unavailable.
 fn stripped(bin: &Path, dir: &Path) -> Vec<u8> {
-    let out = dir.join(bin.file_name().unwrap());
+    let out = dir.join(format!(
+        "{}.stripped",
+        bin.file_name().unwrap().to_string_lossy()
+    ));
     let ok = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -519,7 +543,10 @@ pub fn build_initramfs(
     numapin: &Path,
     work: &Path,
 ) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    // This test binary, copied through /proc/self/exe: still readable if a rebuild replaced
+    // the file meanwhile.
+    let me = work.join("numa_vm");
+    std::fs::copy("/proc/self/exe", &me).map_err(|e| format!("copy /proc/self/exe: {e}"))?;
     let mut c = Cpio::default();
     for d in [
         "bin", "sbin", "dev", "proc", "sys", "tmp", "lib", "lib64", "usr", "usr/bin", "usr/sbin",
@@ -605,8 +632,8 @@ pub fn parse_result(line: &str) -> Option<ResultLine> {
     Some(ResultLine { name, ok, detail })
 }
 
-/// Boots the guest and reads its console until it powers off or `timeout` passes.
-pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+/// The QEMU command that boots `spec` with `initramfs` (console on stdio).
+pub fn qemu_command(tools: &Tools, spec: &Spec, initramfs: &Path) -> Command {
     let mut cmd = Command::new(&tools.qemu);
     cmd.args(spec.qemu_args())
         .arg("-kernel")
@@ -630,8 +657,14 @@ pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> 
             "-no-reboot",
             "-net",
             "none",
-        ])
-        .stdin(Stdio::null())
+        ]);
+    cmd
+}
+
+/// Boots the guest and reads its console until it powers off or `timeout` passes.
+pub fn boot(tools: &Tools, spec: &Spec, initramfs: &Path, timeout: Duration) -> Boot {
+    let mut cmd = qemu_command(tools, spec, initramfs);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = Instant::now();

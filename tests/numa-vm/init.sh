@@ -21,4 +21,6 @@ done < /numavm.spec
 cd /tmp
 NUMAVM_GUEST=1 RUST_BACKTRACE=1 /numa_vm --ignored --exact guest --nocapture --test-threads=1
 echo "NUMAVM-DONE rc=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
+# `numavm.shell` on the kernel command line: a shell on the console before powering off.
+if grep -qw numavm.shell /proc/cmdline; then setsid cttyhack sh; fi
 poweroff -f

@@ -62,9 +62,8 @@ struct Row {
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-fn say(json: bool, msg: &str) {
-    // Progress goes to stderr, so `--json` keeps stdout to the one object.
-    let _ = json;
+/// Progress goes to stderr, so that `--json` keeps stdout to the one object.
+fn say(msg: &str) {
     eprintln!("bench: {msg}");
 }
 
@@ -119,6 +118,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let size = a.size;
     let json = a.json;
 
+    if size < 8 * MIB {
+        return Err(numapin::Error::InvalidSize {
+            size,
+            reason: "numapin bench needs at least 8 MiB (its balloon takes a quarter, in 2 MiB granules); pass --size 8MiB or more".into(),
+        }
+        .into());
+    }
     // Fail early, with the library's own message (pool short, size not a multiple of 2 MiB).
     if let Err(e) = Reservation::builder(size)
         .page_size(PageSize::Huge2M)
@@ -160,6 +166,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         "free_hugepages_1g": free(PageSize::Huge1G),
         "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "numapin_version": env!("CARGO_PKG_VERSION"),
+        "clock_overhead_ns": clock_overhead_ns(),
         "size_bytes": size,
         "threads": threads,
         "reps": reps,
@@ -169,18 +176,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             .map_or(0, |d| d.as_secs()),
     });
     if hypervisor {
-        say(json, "this machine is a VM (`hypervisor` in /proc/cpuinfo): its host faults guest memory in lazily, so the first pass over memory is slow; warming up first");
+        say("this machine is a VM (`hypervisor` in /proc/cpuinfo): its host faults guest memory in lazily, so the first pass over memory is slow; warming up first");
     }
 
     // Warm-up: fault the pool pages and base memory in on the outer host, and run every code
     // path once. Nothing here is counted.
-    say(
-        json,
-        &format!(
-            "warming up {} of 2M pages and of base pages",
-            format_bytes(size)
-        ),
-    );
+    say(&format!(
+        "warming up {} of 2M pages and of base pages",
+        format_bytes(size)
+    ));
     drop(reserve(size, PageSize::Huge2M, threads)?);
     {
         let mut w = LazyRegion::new(size, PageSize::Base4K, Sharing::Private)?;
@@ -191,21 +195,17 @@ pub fn run(a: &Args) -> Result<(), CliError> {
 
     let sample_pages = if a.quick { 8192 } else { 32768 };
     let steps = if a.quick { 1 << 20 } else { 1 << 22 };
-    let q = (size as usize / 4)
-        .next_multiple_of(2 << 20)
-        .min(size as usize);
+    // A quarter, in whole 2 MiB granules (size >= 8 MiB, so at least one).
+    let q = size as usize / 4 / (2 << 20) * (2 << 20);
     let granule = 2 << 20;
     let mut s = Samples::default();
-    say(
-        json,
-        &format!(
-            "{reps} interleaved repetitions at {} with {threads} thread(s)",
-            format_bytes(size)
-        ),
-    );
+    say(&format!(
+        "{reps} interleaved repetitions at {} with {threads} thread(s)",
+        format_bytes(size)
+    ));
     for rep in 0..reps {
         let sample = measure::page_sample(size as usize, sample_pages, rep as u64 + 1);
-        let mut order = [0, 1, 2];
+        let mut order = [0, 2];
         if rep % 2 == 1 {
             order.reverse();
         }
@@ -216,7 +216,6 @@ pub fn run(a: &Args) -> Result<(), CliError> {
                     let t = Instant::now();
                     let mut r = reserve(size, PageSize::Huge2M, threads)?;
                     s.ttr[0].push(t.elapsed().as_secs_f64());
-                    s.populate[0].push(r.report().populate_gib_per_s());
                     let lat = measure::write_latencies(r.as_mut_slice(), &sample);
                     let mut sorted = lat.clone();
                     sorted.sort_unstable();
@@ -225,12 +224,6 @@ pub fn run(a: &Args) -> Result<(), CliError> {
                     let (d, _) = measure::random_reads(r.as_slice(), steps, rep as u64 + 7);
                     s.random[0].push(steps as f64 / d.as_secs_f64() / 1e6);
                     s.balloon[0].push(touch(r.as_mut_slice(), q, 2 * q).as_secs_f64());
-                }
-                1 => {
-                    // The raw kernel limit: the same threads, same page size, populate only.
-                    let l = LazyRegion::new(size, PageSize::Huge2M, Sharing::Private)?;
-                    let d = measure::populate_limit(&l, threads)?;
-                    s.populate[1].push(gibps(size, d));
                 }
                 _ => {
                     // Baseline: first touch of a lazy 4K region ...
@@ -258,6 +251,32 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
     }
 
+    // numapin's populate step against the raw kernel limit, in adjacent pairs. Its own loop
+    // with more repetitions than the others: the two are close, so the ratio needs them.
+    let preps = if a.quick { 7 } else { 15 };
+    say(&format!("populate_vs_limit: {preps} interleaved pairs"));
+    for rep in 0..=preps {
+        let mut sides = [0, 1];
+        if rep % 2 == 1 {
+            sides.reverse();
+        }
+        for side in sides {
+            let v = if side == 0 {
+                reserve(size, PageSize::Huge2M, threads)?
+                    .report()
+                    .populate_gib_per_s()
+            } else {
+                // The raw kernel limit: the same threads, same page size, populate only.
+                let l = LazyRegion::new(size, PageSize::Huge2M, Sharing::Private)?;
+                gibps(size, measure::populate_limit(&l, threads)?)
+            };
+            // Pair 0 is a warm-up.
+            if rep > 0 {
+                s.populate[side].push(v);
+            }
+        }
+    }
+
     let mut rows = vec![
         Row {
             metric: "time_to_ready".into(),
@@ -275,7 +294,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             unit: "ns",
             ratio: paired(&s.p99[0], &s.p99[1], true),
             goal: Some(10.0),
-            note: format!("p99 latency of one write to each of {sample_pages} random 4K pages: numapin after ready, baseline on first touch (includes ~25 ns of clock reads)"),
+            note: format!("p99 latency of one write to each of {sample_pages} random 4K pages: numapin after ready, baseline on first touch (each sample includes the clock's own cost, {} ns here, not subtracted)", machine["clock_overhead_ns"]),
         },
         Row {
             metric: "random_access".into(),
@@ -313,7 +332,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     } else {
         vec![1]
     };
-    let preps = if a.quick { 2 } else { 5 };
+    let ireps = if a.quick { 3 } else { 5 };
     let free1g = free(PageSize::Huge1G);
     for page in [
         PageSize::Base4K,
@@ -328,7 +347,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             PageSize::Huge2M => size.min(if a.quick { 512 * MIB } else { GIB }),
             _ => match free1g {
                 0 => {
-                    say(json, "no free 1G hugepage: populate_gibps_1g rows skipped");
+                    say("no free 1G hugepage: populate_gibps_1g rows skipped");
                     continue;
                 }
                 1 => GIB,
@@ -338,13 +357,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         if page == PageSize::Transparent
             && matches!(topo.thp, ThpMode::Never | ThpMode::Unsupported)
         {
-            say(json, "THP disabled: populate_gibps_thp rows skipped");
+            say("THP disabled: populate_gibps_thp rows skipped");
             continue;
         }
         for &t in &tcounts {
             let measure_one = || -> Result<[Vec<f64>; 3], numapin::Error> {
                 let (mut n, mut l, mut z) = (Vec::new(), Vec::new(), Vec::new());
-                for rep in 0..preps {
+                // Repetition 0 warms the memory up (on a VM, the host faults it in) and is
+                // not counted.
+                for rep in 0..=ireps {
                     let mut sides = [0, 1];
                     if rep % 2 == 1 {
                         sides.reverse();
@@ -359,14 +380,14 @@ pub fn run(a: &Args) -> Result<(), CliError> {
                         }
                     }
                 }
-                Ok([n, l, z])
+                Ok([n.split_off(1), l.split_off(1), z.split_off(1)])
             };
             let name = page.to_string();
             let [n, l, z] = match measure_one() {
                 Ok(v) => v,
                 Err(e) => {
                     // Informational rows: the pools are shared, another user may hold pages.
-                    say(json, &format!("populate_gibps_{name}_{t}t skipped: {e}"));
+                    say(&format!("populate_gibps_{name}_{t}t skipped: {e}"));
                     continue;
                 }
             };
@@ -390,12 +411,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
 
     // QEMU's preallocation, whole process against whole process.
-    if let Some(row) = qemu_row(size, threads, if a.quick { 3 } else { 7 }, json)? {
+    if let Some(row) = qemu_row(size, threads, if a.quick { 3 } else { 7 })? {
         rows.push(row);
     }
 
     if let Some(dir) = &a.plots {
-        plots(dir, size, threads, a.quick, &s, &tp, json)?;
+        plots(dir, size, threads, a.quick, &s, &tp)?;
     }
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -449,6 +470,20 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The median cost of one timed empty interval (two clock reads): part of every per-page
+/// latency sample, on both sides, and not subtracted from them.
+fn clock_overhead_ns() -> u64 {
+    let mut v: Vec<u64> = (0..10_000)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(());
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    percentile(&v, 0.5)
 }
 
 fn finite(x: f64) -> serde_json::Value {
@@ -506,12 +541,9 @@ fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, String> {
     }
 }
 
-fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option<Row>, CliError> {
+fn qemu_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, CliError> {
     let Some(qemu) = which("qemu-system-x86_64") else {
-        say(
-            json,
-            "qemu-system-x86_64 not installed: qemu_prealloc row skipped",
-        );
+        say("qemu-system-x86_64 not installed: qemu_prealloc row skipped");
         return Ok(None);
     };
     let exe = std::env::current_exe()?;
@@ -547,10 +579,7 @@ fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option
         ));
         c
     };
-    say(
-        json,
-        &format!("qemu_prealloc: {reps} interleaved runs of each"),
-    );
+    say(&format!("qemu_prealloc: {reps} interleaved runs of each"));
     let (mut n, mut b) = (Vec::new(), Vec::new());
     for rep in 0..=reps {
         let mut sides = [0, 1];
@@ -574,13 +603,10 @@ fn qemu_row(size: u64, threads: usize, reps: usize, json: bool) -> Result<Option
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    say(
-                        json,
-                        &format!(
-                            "qemu_prealloc row skipped: {} failed: {e}",
-                            if side == 0 { "numapin reserve" } else { "qemu" }
-                        ),
-                    );
+                    say(&format!(
+                        "qemu_prealloc row skipped: {} failed: {e}",
+                        if side == 0 { "numapin reserve" } else { "qemu" }
+                    ));
                     return Ok(None);
                 }
             }
@@ -604,14 +630,13 @@ fn plots(
     quick: bool,
     s: &Samples,
     tp: &[(String, f64, f64, f64)],
-    json: bool,
 ) -> Result<(), CliError> {
     std::fs::create_dir_all(dir)?;
     // Time to ready against size: a sweep of smaller sizes, then the main figure.
     let reps = if quick { 1 } else { 3 };
     let mut pts: [Vec<(f64, f64)>; 2] = Default::default();
     let mut sz = (size / 8).next_multiple_of(2 * MIB);
-    say(json, "plots: time to ready against size");
+    say("plots: time to ready against size");
     while sz < size {
         let (mut n, mut b) = (Vec::new(), Vec::new());
         for _ in 0..reps {
@@ -685,6 +710,6 @@ fn plots(
         &["#1f77b4", "#ff7f0e", "#7f7f7f"],
     );
     std::fs::write(dir.join("populate_throughput.svg"), bars)?;
-    say(json, &format!("plots written to {}", dir.display()));
+    say(&format!("plots written to {}", dir.display()));
     Ok(())
 }

@@ -1,0 +1,216 @@
+//! Ledger admission: charge + release of one 2 MiB page, lock-free ledger vs a `Mutex`
+//! equivalent doing the same bookkeeping (class counter with limit check + the VM's own
+//! per-class charge), single-threaded and contended, in memory and in a shared file, and with a
+//! frozen (SIGSTOPped) process that was hammering the same class.
+//!
+//! `cargo bench --bench ledger` (figures and the machine in docs/ledger.md).
+//!
+//! The bench binary doubles as the hammering child process: with `NUMAPIN_BENCH_HAMMER=PATH`
+//! it charges and releases on the ledger file at PATH until killed.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use numapin::ledger::{ClassSpec, Ledger, LedgerConfig};
+use numapin::NodeId;
+
+const M2: u64 = 2 << 20;
+
+fn classes() -> Vec<ClassSpec> {
+    vec![ClassSpec::new(NodeId(0), M2, 1 << 40)]
+}
+
+/// The in-process baseline: one lock around the counters and the per-VM records.
+struct MutexLedger {
+    inner: Mutex<MState>,
+}
+struct MState {
+    limit: Vec<u64>,
+    reserved: Vec<u64>,
+    per_vm: Vec<Vec<u64>>,
+}
+impl MutexLedger {
+    fn new(vms: usize) -> Self {
+        MutexLedger {
+            inner: Mutex::new(MState {
+                limit: vec![classes()[0].limit_bytes()],
+                reserved: vec![0],
+                per_vm: vec![vec![0]; vms],
+            }),
+        }
+    }
+    fn try_charge(&self, vm: usize, c: usize, b: u64) -> bool {
+        let mut g = self.inner.lock().unwrap();
+        if g.reserved[c] + b > g.limit[c] {
+            return false;
+        }
+        g.reserved[c] += b;
+        g.per_vm[vm][c] += b;
+        true
+    }
+    fn release(&self, vm: usize, c: usize, b: u64) {
+        let mut g = self.inner.lock().unwrap();
+        g.reserved[c] -= b;
+        g.per_vm[vm][c] -= b;
+    }
+}
+
+fn path(tag: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/dev/shm/numapin-bench-{}-{tag}",
+        std::process::id()
+    ))
+}
+
+fn file_ledger(tag: &str) -> (Arc<Ledger>, PathBuf) {
+    let p = path(tag);
+    let _ = std::fs::remove_file(&p);
+    let cfg = LedgerConfig {
+        slots: 16,
+        ..LedgerConfig::default()
+    };
+    (Arc::new(Ledger::create(&p, &classes(), &cfg).unwrap()), p)
+}
+
+fn hammer_child(p: &PathBuf) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("NUMAPIN_BENCH_HAMMER", p)
+        .spawn()
+        .unwrap()
+}
+
+fn kill(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(&pid)
+        .status();
+}
+
+fn single(c: &mut Criterion) {
+    let mut g = c.benchmark_group("charge+release/1 thread");
+    let l = Arc::new(Ledger::in_memory(&classes(), 16).unwrap());
+    let mut vm = l.vm("bench").unwrap();
+    g.bench_function("lock-free, in memory", |b| {
+        b.iter(|| {
+            vm.try_charge_class(0, black_box(M2)).unwrap();
+            vm.release_class(0, black_box(M2)).unwrap();
+        })
+    });
+    let m = MutexLedger::new(2);
+    g.bench_function("mutex, in memory", |b| {
+        b.iter(|| {
+            assert!(m.try_charge(0, 0, black_box(M2)));
+            m.release(0, 0, black_box(M2));
+        })
+    });
+    let (fl, p) = file_ledger("single");
+    let mut fvm = fl.vm("bench").unwrap();
+    g.bench_function("lock-free, shared file", |b| {
+        b.iter(|| {
+            fvm.try_charge_class(0, black_box(M2)).unwrap();
+            fvm.release_class(0, black_box(M2)).unwrap();
+        })
+    });
+    g.finish();
+    drop(fvm);
+    let _ = std::fs::remove_file(p);
+}
+
+/// Two threads doing charge+release on the same class; the time is per pair per thread.
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("charge+release/2 threads");
+    let l = Arc::new(Ledger::in_memory(&classes(), 16).unwrap());
+    g.bench_function("lock-free, in memory", |b| {
+        b.iter_custom(|iters| {
+            let bar = Arc::new(Barrier::new(2));
+            let hs: Vec<_> = (0..2)
+                .map(|i| {
+                    let (l, bar) = (Arc::clone(&l), Arc::clone(&bar));
+                    std::thread::spawn(move || {
+                        let mut vm = l.vm(&format!("t{i}")).unwrap();
+                        bar.wait();
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            vm.try_charge_class(0, black_box(M2)).unwrap();
+                            vm.release_class(0, black_box(M2)).unwrap();
+                        }
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        })
+    });
+    let m = Arc::new(MutexLedger::new(2));
+    g.bench_function("mutex, in memory", |b| {
+        b.iter_custom(|iters| {
+            let bar = Arc::new(Barrier::new(2));
+            let hs: Vec<_> = (0..2)
+                .map(|i| {
+                    let (m, bar) = (Arc::clone(&m), Arc::clone(&bar));
+                    std::thread::spawn(move || {
+                        bar.wait();
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            assert!(m.try_charge(i, 0, black_box(M2)));
+                            m.release(i, 0, black_box(M2));
+                        }
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+        })
+    });
+    g.finish();
+}
+
+/// One process measured while another process hammers the same shared file, then while that
+/// process is frozen with SIGSTOP (wherever it was, possibly mid-operation).
+fn processes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("charge+release/shared file, other process");
+    let (l, p) = file_ledger("procs");
+    let mut vm = l.vm("bench").unwrap();
+    let mut child = hammer_child(&p);
+    std::thread::sleep(Duration::from_millis(200));
+    g.bench_function("other process hammering", |b| {
+        b.iter(|| {
+            vm.try_charge_class(0, black_box(M2)).unwrap();
+            vm.release_class(0, black_box(M2)).unwrap();
+        })
+    });
+    kill(&child, "STOP");
+    std::thread::sleep(Duration::from_millis(50));
+    g.bench_function("other process frozen (SIGSTOP)", |b| {
+        b.iter(|| {
+            vm.try_charge_class(0, black_box(M2)).unwrap();
+            vm.release_class(0, black_box(M2)).unwrap();
+        })
+    });
+    g.finish();
+    kill(&child, "KILL");
+    let _ = child.wait();
+    drop(vm);
+    let _ = std::fs::remove_file(p);
+}
+
+criterion_group!(benches, single, contended, processes);
+
+fn main() {
+    if let Some(p) = std::env::var_os("NUMAPIN_BENCH_HAMMER") {
+        let l = Arc::new(Ledger::open_existing(PathBuf::from(p)).unwrap());
+        let mut vm = l.vm("hammer").unwrap();
+        loop {
+            vm.try_charge_class(0, M2).unwrap();
+            vm.release_class(0, M2).unwrap();
+        }
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,61 @@
+//! The memory a ledger lives in, viewed as atomic words at byte offsets.
+//!
+//! Normally a shared mapping (`sys::SharedRegion`: a file in `/dev/shm`, or anonymous memory
+//! for `Ledger::in_memory`). Under `cfg(loom)` a heap array of loom atomics, so that the loom
+//! models run the same ledger code.
+
+use crate::sync::{AtomicU128, AtomicU64};
+
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct Region(pub(crate) crate::sys::SharedRegion);
+
+#[cfg(not(loom))]
+impl Region {
+    pub(crate) fn anonymous(len: usize) -> Result<Region, i32> {
+        crate::sys::SharedRegion::anonymous(len).map(Region)
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn w64(&self, off: usize) -> Option<&AtomicU64> {
+        self.0.u64_at(off)
+    }
+    pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
+        self.0.u128_at(off)
+    }
+}
+
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct Region {
+    len: usize,
+    w: Vec<AtomicU64>,
+    d: Vec<AtomicU128>,
+}
+
+#[cfg(loom)]
+impl Region {
+    pub(crate) fn anonymous(len: usize) -> Result<Region, i32> {
+        Ok(Region {
+            len,
+            w: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
+            d: (0..len / 16).map(|_| AtomicU128::new(0)).collect(),
+        })
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn w64(&self, off: usize) -> Option<&AtomicU64> {
+        if off % 8 != 0 {
+            return None;
+        }
+        self.w.get(off / 8)
+    }
+    pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
+        if off % 16 != 0 {
+            return None;
+        }
+        self.d.get(off / 16)
+    }
+}
