@@ -501,3 +501,29 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Re-checking after a VM is added on one host (reusing the old witnesses) gives the same
+    /// verdict as checking from scratch.
+    #[test]
+    fn recheck_agrees_with_check(seed in any::<u64>(), pick in any::<u64>(), pages in 1u64..4, k in 1usize..3) {
+        use numapin::plan::Target;
+        let snaps = random_fleet(seed);
+        let fleet = Fleet::from_snapshots(&snaps).unwrap();
+        let budget = Budget { search_steps: 50_000_000, ..Budget::default() };
+        let base = failover::check(&fleet, k, &budget);
+        let n = (pick % fleet.nodes.len() as u64) as usize;
+        let c = (pick / 7 % fleet.classes.len() as u64) as usize;
+        let mut demand = vec![0u64; fleet.classes.len()];
+        demand[c] = pages * fleet.classes[c];
+        let mut g = fleet.clone();
+        let target = if pick % 2 == 0 { Target::Node(n) } else { Target::Host(fleet.nodes[n].host) };
+        if g.admit("new", &demand, target).is_some() {
+            let fresh = failover::check(&g, k, &budget).verdict;
+            let again = failover::recheck(&g, &base, fleet.nodes[n].host, &budget);
+            prop_assert_eq!(fresh, again);
+        }
+    }
+}
