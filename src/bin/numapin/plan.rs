@@ -441,8 +441,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             let t = policy::choose(&fleet, &demand, !a.multi_node, pol);
             let after = t.map(|t| {
                 let mut g = fleet.clone();
+                let host = match t {
+                    Target::Node(n) => fleet.nodes[n].host,
+                    Target::Host(h) => h,
+                };
                 g.admit("new", &demand, t);
-                failover::check(&g, a.failures, &budget).verdict
+                failover::recheck(&g, &report, host, &budget)
             });
             text += &format!(
                 "  {:<10} {:<24} N+{} afterwards: {}\n",
