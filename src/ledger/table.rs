@@ -494,7 +494,7 @@ impl Table {
     }
 }
 
-/// Where [`Table::apply`] stops, to simulate its process dying there (tests and loom models);
+/// Where `Table::apply` stops, to simulate its process dying there (tests and loom models);
 /// `Never` in real use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crash {
