@@ -27,9 +27,6 @@ impl AtomicU128 {
     pub(crate) fn load(&self, _o: Ordering) -> u128 {
         *self.0.lock().unwrap()
     }
-    pub(crate) fn store(&self, v: u128, _o: Ordering) {
-        *self.0.lock().unwrap() = v;
-    }
     pub(crate) fn compare_exchange_weak(
         &self,
         current: u128,

@@ -496,3 +496,55 @@ proptest! {
         }
     }
 }
+
+// ---- crashes at every step of an operation --------------------------------------------------
+
+static DEAD_SET: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn alive_unless_listed(owner: u64) -> bool {
+    !DEAD_SET.lock().unwrap().contains(&owner)
+}
+
+#[test]
+fn a_crash_at_any_step_is_settled_exactly() {
+    use numapin::ledger::Crash;
+    let mut pid = 3000;
+    for at in [
+        Crash::AfterIntent,
+        Crash::AfterCounter,
+        Crash::AfterCharge,
+        Crash::Never,
+    ] {
+        for delta in [4 * M2 as i64, -4 * M2 as i64, 200 * M2 as i64] {
+            for overwritten in [false, true] {
+                pid += 1;
+                let l = Arc::new(
+                    Ledger::in_memory(&two_classes(), 8)
+                        .unwrap()
+                        .with_liveness(alive_unless_listed),
+                );
+                let mut other = l.vm_as("other", fake(pid + 10_000)).unwrap();
+                other.try_charge(NodeId(0), M2, 20 * M2).unwrap();
+                let mut v = l.vm_as("v", fake(pid)).unwrap();
+                v.try_charge(NodeId(0), M2, 10 * M2).unwrap();
+                v.try_charge(NodeId(1), G1, G1).unwrap();
+                v.crash_during(0, delta, at).unwrap();
+                if overwritten {
+                    // Someone else moves the counter, replacing the dead operation's tag.
+                    other.try_charge(NodeId(0), M2, M2).unwrap();
+                    other.release(NodeId(0), M2, M2).unwrap();
+                }
+                DEAD_SET.lock().unwrap().push(fake(pid));
+                assert_eq!(l.reap_as(fake(99_999)).unwrap(), 1);
+                assert_eq!(
+                    (reserved(&l, 0), reserved(&l, 1)),
+                    (20 * M2, 0),
+                    "crash {at:?}, delta {delta}, overwritten {overwritten}"
+                );
+                l.audit().unwrap();
+                drop(other);
+                assert_eq!(reserved(&l, 0), 0);
+            }
+        }
+    }
+}

@@ -23,7 +23,14 @@ use harness::{Spec, Tools};
 /// One guest at a time: each keeps the machine's CPUs busy (TCG), and timings stay readable.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn boot_and_check(spec: Spec) {
+fn boot_and_check(mut spec: Spec) {
+    if let Ok(only) = std::env::var("NUMAVM_ONLY") {
+        spec.only = only
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+    }
     let tools = Tools::find();
     if !common::need(
         tools.is_ok(),
@@ -102,14 +109,6 @@ fn four_asymmetric_nodes_with_memoryless_and_cpuless() {
     boot_and_check(Spec::asym4());
 }
 
-/// Issue 8's two-region vm-memory guest, one region per node (`.ci/steps/50-numa-vm-vmm.sh`
-/// runs it: `cargo test --features vm-memory --test numa_vm vm_memory`).
-#[cfg(feature = "vm-memory")]
-#[test]
-fn vm_memory_regions_on_two_nodes() {
-    boot_and_check(Spec::sym2().vmm_only());
-}
-
 /// The guest's entry point: `init.sh` runs `numa_vm --ignored --exact guest` inside the VM.
 #[test]
 #[ignore = "runs inside the NUMA guest (init.sh starts it); the host tests boot it"]
@@ -124,7 +123,7 @@ fn guest() {
 
 #[test]
 fn spec_round_trips_and_names_every_scenario_once() {
-    for s in [Spec::sym2(), Spec::asym4(), Spec::asym4().vmm_only()] {
+    for s in [Spec::sym2(), Spec::asym4()] {
         s.numbering_is_the_guests().unwrap();
         assert_eq!(Spec::from_text(&s.to_text()), s);
         let names = s.scenarios();
@@ -133,6 +132,15 @@ fn spec_round_trips_and_names_every_scenario_once() {
         d.dedup();
         assert_eq!(d.len(), names.len());
     }
+    let mut only = Spec::asym4();
+    only.only = vec!["bind.n1.".into(), "short.".into()];
+    assert_eq!(Spec::from_text(&only.to_text()), only);
+    let names = only.scenarios();
+    assert_eq!(names[0], "pools");
+    assert!(names[1..]
+        .iter()
+        .all(|n| n.starts_with("bind.n1.") || n.starts_with("short.")));
+    assert!(names.contains(&"bind.n1.1g".to_string()) && names.contains(&"short.cli".to_string()));
     assert!(Spec::asym4()
         .scenarios()
         .contains(&"default.nearest".to_string()));

@@ -3,8 +3,8 @@
 # assertions) and runs each for 45 s from the committed seeds (fuzz/run.sh), one job at a time.
 # Fails if any target crashes, leaks, times out or runs out of memory; the input is left in
 # fuzz/artifacts/<target>/ and its tail is printed.
-# Runtime: ~2 min build + 45 s per target (6 targets now: ~7 min; with the ledger and planner
-# targets 9: ~9 min). Long campaigns: docs/fuzzing.md.
+# Runtime: ~2-3 min build + 45 s per target (9 targets: ~10 min on an idle 2-core machine).
+# Long campaigns: docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${NUMAPIN_FUZZ_SECONDS:-45}

@@ -96,6 +96,7 @@ fn snapshots(input: &Input) -> Vec<Snapshot> {
                 guest_used_bytes: 0,
                 guest_used_peak_bytes: u64::from(vm.guest_used_peak),
                 single_node: vm.single_node.map(|_| single),
+                ..VmSnapshot::default()
             });
         }
         for (ni, cls) in nodes.iter().enumerate() {
@@ -155,13 +156,14 @@ fuzz_target!(|input: Input| {
     let budget = Budget {
         search_steps: u64::from(input.search_steps % 4096),
         max_scenarios: 64,
+        ..Budget::default() // keeps every witness of these few scenarios
     };
     let k = usize::from(input.k % 4);
     let report = check(&fleet, k, &budget);
     let mut worst = Verdict::Guaranteed;
     for s in &report.scenarios {
         worst = worst.max(s.outcome.verdict());
-        if let Outcome::Guaranteed { witness, .. } = &s.outcome {
+        if let (Outcome::Guaranteed { witness, .. }, true) = (&s.outcome, s.witness_kept) {
             if let Err(e) = verify_witness(&fleet, &s.failed, witness) {
                 panic!("scenario {:?}: bad witness: {e}", s.failed);
             }
@@ -173,6 +175,7 @@ fuzz_target!(|input: Input| {
         let budget = Budget {
             search_steps: budget.search_steps.min(512),
             max_scenarios: 16,
+            ..Budget::default()
         };
         let cand = usize::from(input.candidates % 3) + 1;
         let h = headroom(&fleet, page, input.single_node, k, cand, &budget);

@@ -2,6 +2,8 @@
 
 pub mod tree;
 
+use std::path::PathBuf;
+
 use numapin::topology::parse_hugepage_dir_name;
 use numapin::{format_bytes, parse_size};
 
@@ -65,4 +67,13 @@ pub fn check_format_bytes(n: u64) {
             "{n} printed as {text:?} re-parses to {m}"
         );
     }
+}
+
+/// A scratch file path unique to this process (`$NUMAPIN_FUZZ_TMP`, which `fuzz/run.sh` points
+/// at a private directory on tmpfs, else `/dev/shm`), reused by every input.
+pub fn scratch_file(what: &str) -> PathBuf {
+    let base = std::env::var_os("NUMAPIN_FUZZ_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    base.join(format!("numapin-fuzz-{what}-{}", std::process::id()))
 }

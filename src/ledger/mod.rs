@@ -35,6 +35,7 @@
 //! [`crate::Error::LedgerInvalid`], never a panic or an out-of-bounds
 //! access.
 
+pub mod metrics;
 mod region;
 mod table;
 
@@ -47,6 +48,7 @@ use crate::topology::Topology;
 use crate::units::{NodeId, PageSize};
 
 use region::Region;
+pub use table::Crash;
 use table::{
     owner_parts, owner_word, Bad, Geometry, Stat, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT,
     D_NODE, D_PAGE, D_RESERVE, H_CLASSES, H_LEN, H_MAGIC, H_PIDNS, H_SLOTS, H_VERSION, MAGIC,
@@ -244,6 +246,18 @@ impl Ledger {
     #[cfg(not(loom))]
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
         Self::open_or_create(path, &LedgerConfig::default())
+    }
+
+    /// Under loom there are no files: the models use [`Ledger::in_memory`].
+    ///
+    /// # Errors
+    /// Always [`Error::InvalidConfig`].
+    #[cfg(loom)]
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
+        Err(Error::InvalidConfig(format!(
+            "no ledger files under cfg(loom): {}",
+            path.as_ref().display()
+        )))
     }
 
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
@@ -604,6 +618,35 @@ impl Ledger {
             .unwrap_or_else(|| PathBuf::from("<in-memory>"))
     }
 
+    /// Records guest-used bytes for every record named `name` (optionally only those of
+    /// process `pid`), for a VMM or an operator tool that is not the record's holder (e.g.
+    /// `numapin status --guest-used NAME=SIZE`). Returns how many records were updated.
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    pub fn set_guest_used(&self, name: &str, pid: Option<u32>, bytes: u64) -> Result<usize> {
+        let t = &self.table;
+        let r = (|| -> table::R<usize> {
+            let mut n = 0;
+            for s in 0..t.geo.slots {
+                let o = t.owner(s)?;
+                if o == 0 || o & OWNER_REAPING != 0 || t.name(s)? != name {
+                    continue;
+                }
+                if pid.is_some_and(|p| p != owner_parts(o).0) {
+                    continue;
+                }
+                t.set_stat(s, Stat::GuestUsed, bytes)?;
+                if t.stat(s, Stat::GuestPeak)? < bytes {
+                    t.set_stat(s, Stat::GuestPeak, bytes)?;
+                }
+                n += 1;
+            }
+            Ok(n)
+        })();
+        r.map_err(|b| self.bad(b))
+    }
+
     // ---- reaping -------------------------------------------------------------------------
 
     /// Releases the charges of every record whose owner is dead, and frees those records.
@@ -644,7 +687,7 @@ impl Ledger {
             let from = t.charged(s, c)?;
             if from != 0 {
                 // Never refused: a release has no limit. Errors only for corrupted counters.
-                let _ = t.apply(s, seq, c, from, 0, None, None)?;
+                let _ = t.apply(s, seq, c, from, 0, None, None, Crash::Never)?;
                 seq += 1;
             }
         }
@@ -846,7 +889,16 @@ impl Charge {
             let seq = self.seq;
             self.seq += 1;
             match t
-                .apply(self.slot, seq, c, from, to, Some(limit), self.last[c])
+                .apply(
+                    self.slot,
+                    seq,
+                    c,
+                    from,
+                    to,
+                    Some(limit),
+                    self.last[c],
+                    Crash::Never,
+                )
                 .map_err(|b| self.ledger.bad(b))?
             {
                 Ok(w) => {
@@ -884,6 +936,29 @@ impl Charge {
         }
     }
 
+    /// Simulates this process dying in the middle of an operation: runs a charge
+    /// (`bytes > 0`) or release (`bytes < 0`) on class `c` up to `at`, then abandons the record
+    /// without releasing anything, as a SIGKILL there would. For tests and models; the owner
+    /// must then be made "dead" for the reaper ([`Ledger::with_liveness`]).
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    #[doc(hidden)]
+    pub fn crash_during(mut self, c: usize, bytes: i64, at: Crash) -> Result<()> {
+        let from = self.charged.get(c).copied().unwrap_or(0);
+        let to = from.saturating_add_signed(bytes);
+        let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
+        let seq = self.seq;
+        let _ = self
+            .ledger
+            .table
+            .apply(self.slot, seq, c, from, to, Some(limit), None, at)
+            .map_err(|b| self.ledger.bad(b))?;
+        // Dead: no Drop, no release.
+        self.pid = 0;
+        Ok(())
+    }
+
     /// Gives back `bytes` of this record's charge on (node, class).
     ///
     /// # Errors
@@ -917,7 +992,16 @@ impl Charge {
         let w = self
             .ledger
             .table
-            .apply(self.slot, seq, c, from, from - bytes, None, self.last[c])
+            .apply(
+                self.slot,
+                seq,
+                c,
+                from,
+                from - bytes,
+                None,
+                self.last[c],
+                Crash::Never,
+            )
             .map_err(|b| self.ledger.bad(b))?;
         self.charged[c] = from - bytes;
         self.last[c] = w.ok();
@@ -989,6 +1073,36 @@ impl Drop for Charge {
             let _ = t.free(self.slot, self.owner);
         }
     }
+}
+
+/// Charges what a reservation plan will take: per node of the plan, its share of the size in
+/// the plan's page-size class (one node: all of it; several: an even split in whole pages, as
+/// interleave places them). All or nothing: a refusal on one node refunds the others.
+pub(crate) fn charge_plan(
+    ledger: &Arc<Ledger>,
+    name: &str,
+    plan: &crate::reservation::Plan,
+) -> Result<Charge> {
+    let class = class_of(plan.page_size).ok_or_else(|| {
+        Error::InvalidConfig("the plan's page size must be concrete to charge the ledger".into())
+    })?;
+    let page = plan.page_size.bytes().map_or(4096, |b| b as u64).max(1);
+    let nodes = if plan.nodes.is_empty() {
+        vec![NodeId(0)]
+    } else {
+        plan.nodes.clone()
+    };
+    let pages = plan.size.div_ceil(page);
+    let k = nodes.len() as u64;
+    let mut ch = ledger.vm(name)?;
+    for (i, node) in nodes.iter().enumerate() {
+        let share = pages / k + u64::from((i as u64) < pages % k);
+        if share > 0 {
+            // On error `ch` drops: everything charged so far is refunded.
+            ch.try_charge(*node, class, share * page)?;
+        }
+    }
+    Ok(ch)
 }
 
 // ---- helpers ---------------------------------------------------------------------------------

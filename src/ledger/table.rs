@@ -156,6 +156,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    #[inline]
     pub(crate) fn w(&self, off: usize) -> R<&AtomicU64> {
         match self.region.w64(off) {
             Some(w) => Ok(w),
@@ -165,6 +166,7 @@ impl Table {
 
     /// A header or descriptor word (read with Acquire: written once at creation or by an
     /// operator changing capacity, published by the file's creation/`link`).
+    #[inline]
     pub(crate) fn load(&self, off: usize) -> R<u64> {
         Ok(self.w(off)?.load(Ordering::Acquire))
     }
@@ -174,6 +176,7 @@ impl Table {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn counter(&self, c: usize) -> R<&AtomicU128> {
         if c >= self.geo.classes {
             return bad(format!("class index {c} out of range"));
@@ -184,6 +187,7 @@ impl Table {
         }
     }
 
+    #[inline]
     fn slot_word(&self, s: usize, field: usize) -> R<&AtomicU64> {
         if s >= self.geo.slots {
             return bad(format!(
@@ -194,6 +198,7 @@ impl Table {
         self.w(self.geo.slot_off(s) + field)
     }
 
+    #[inline]
     fn charged_word(&self, s: usize, c: usize) -> R<&AtomicU64> {
         if c >= self.geo.classes {
             return bad(format!("class index {c} out of range"));
@@ -212,6 +217,7 @@ impl Table {
         Ok(k)
     }
 
+    #[inline]
     pub(crate) fn limit(&self, c: usize) -> R<u64> {
         let l = self.load(self.geo.desc_off(c) + D_LIMIT)?;
         if l > MAX_BYTES {
@@ -330,6 +336,7 @@ impl Table {
     /// Makes sure the operation `(slot, seq)` that wrote a counter we are about to overwrite is
     /// recorded as applied in its slot (`done >= seq`), so that its effect stays known after
     /// the tag disappears from the counter. Idempotent; anyone may do it.
+    #[inline]
     fn help(&self, tag_slot: u64, tag_seq: u64) -> R<()> {
         let s = (tag_slot - 1) as usize;
         let done = self.slot_word(s, S_DONE)?;
@@ -366,6 +373,7 @@ impl Table {
         to: u64,
         limit: Option<u64>,
         guess: Option<u128>,
+        crash: Crash,
     ) -> R<Result<u128, u64>> {
         if to > MAX_BYTES || from > MAX_BYTES {
             return bad("charge larger than the ledger can hold");
@@ -379,6 +387,9 @@ impl Table {
         // so both are visible before the counter changes.
         self.slot_word(s, S_INTENT_SEQ)?
             .store(seq, Ordering::Release);
+        if crash == Crash::AfterIntent {
+            return Ok(Ok(0));
+        }
         // (2) The counter.
         // `fresh`: `cur` was read from the counter (a guess may be stale, and a refusal or an
         // error must be judged on a real reading, never on a guess).
@@ -435,8 +446,14 @@ impl Table {
                 }
             }
         }
+        if crash == Crash::AfterCounter {
+            return Ok(Ok(cur));
+        }
         // (3) Commit in the slot: the charge, then the mark.
         self.charged_word(s, c)?.store(to, Ordering::Release);
+        if crash == Crash::AfterCharge {
+            return Ok(Ok(cur));
+        }
         self.slot_word(s, S_DONE)?.store(seq, Ordering::Release);
         Ok(Ok(cur))
     }
@@ -475,6 +492,20 @@ impl Table {
         }
         Ok(next)
     }
+}
+
+/// Where `Table::apply` stops, to simulate its process dying there (tests and loom models);
+/// `Never` in real use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// Run the whole operation.
+    Never,
+    /// Stop after publishing the intent, before the counter.
+    AfterIntent,
+    /// Stop after the counter moved, before the slot's charge is stored.
+    AfterCounter,
+    /// Stop after the slot's charge is stored, before `done` is marked.
+    AfterCharge,
 }
 
 /// The per-VM statistics a slot holds.

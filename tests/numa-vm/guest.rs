@@ -82,7 +82,7 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["many"] => many(spec),
         ["default", "local"] => default_local(spec),
         ["default", "nearest"] => default_nearest(spec),
-        ["vmm", "two_regions"] => vmm_two_regions(spec),
+        ["ledger"] => ledger(spec),
         _ => crate::vmm_guest::run(spec, name)
             .unwrap_or_else(|| Err(format!("unknown scenario {name}"))),
     }
@@ -623,7 +623,12 @@ fn short_multi(spec: &Spec) -> Check {
         Ok(_) => return Err("reserved more than both pools hold".into()),
         Err(e) => e,
     };
-    let elsewhere: u64 = m.iter().filter(|n| n.id != a.id).map(|n| n.pool_2m).sum();
+    // Free outside both bound nodes (node b's pages are counted in `wanted`).
+    let elsewhere: u64 = m
+        .iter()
+        .filter(|n| n.id != a.id && n.id != b.id)
+        .map(|n| n.pool_2m)
+        .sum();
     let want = Error::HugepagesShort {
         node: NodeId(a.id),
         page_size: PageSize::Huge2M,
@@ -802,90 +807,118 @@ fn default_nearest(spec: &Spec) -> Check {
     ))
 }
 
-/// Issue 8's two-region guest on two real nodes: both regions reserved in the background at
-/// once (each populated by its own node's CPUs), laid out as vm-memory regions at guest
-/// addresses 0 and 4 GiB, written through vm-memory while population may still run, then
-/// checked against numa_maps like every other region.
-#[cfg(feature = "vm-memory")]
-fn vmm_two_regions(spec: &Spec) -> Check {
-    use numapin::vmm::{self, Layout, NumaGuestMemory, RegionMemory};
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
-    let nodes: Vec<_> = spec
-        .mem_nodes()
-        .into_iter()
-        .filter(|n| !n.cpus.is_empty())
-        .take(2)
-        .collect();
-    ensure!(nodes.len() == 2, "need two nodes with CPUs and memory");
-    let size = 32 * MIB;
-    let bases = [0u64, 4 << 30];
-    let mut layout = Layout::new();
-    for (n, base) in nodes.iter().zip(bases) {
-        let p = Reservation::builder(size)
-            .node(NodeId(n.id))
-            .page_size(PageSize::Huge2M)
-            .build_background()
-            .map_err(|e| format!("build_background: {e}"))?;
-        layout = layout.region(GuestAddress(base), RegionMemory::from(p));
-    }
-    let mem: NumaGuestMemory = layout.build().map_err(|e| format!("layout: {e}"))?;
-    for (i, base) in bases.iter().enumerate() {
-        mem.write_obj(
-            0x6e75_6d61_7069_6e00u64 | i as u64,
-            GuestAddress(base + size - 8),
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    let reports = vmm::wait_populated(&mem).map_err(|e| format!("wait_populated: {e}"))?;
-    let mut d = vec![];
-    for (i, (r, n)) in mem.iter().zip(&nodes).enumerate() {
-        let got: u64 = mem
-            .read_obj(GuestAddress(bases[i] + size - 8))
-            .map_err(|e| e.to_string())?;
+/// Per-node ledger accounting matches where the pages really are. Two 2 MiB regions whose
+/// pages spread over nodes — an interleave over two nodes, and a preferred reservation whose
+/// node's pool was emptied after the first, so that every page falls back — are charged to an in-memory ledger
+/// per node from their reports (a VMM's way to account). The ledger's 2 MiB class of every
+/// node must then equal that node's pool usage read from sysfs (`nr − free`, delta) and the
+/// regions' numa_maps; after the charges and regions are dropped, ledger and pools are back.
+fn ledger(spec: &Spec) -> Check {
+    use numapin::ledger::{ClassSpec, Ledger};
+    use std::sync::Arc;
+    let mem = spec.mem_nodes();
+    let target = mem.last().unwrap().id;
+    let pair = [NodeId(mem[0].id), NodeId(mem[1].id)];
+    let topo = Topology::from_sysfs().map_err(|e| e.to_string())?;
+    let classes = ClassSpec::from_topology(&topo, 0, 0);
+    for n in &spec.nodes {
+        let has = classes
+            .iter()
+            .any(|c| c.node.0 == n.id && c.page_size_bytes == 4096);
         ensure!(
-            got == 0x6e75_6d61_7069_6e00u64 | i as u64,
-            "region {i} lost the guest's write"
-        );
-        ensure!(
-            r.start_addr().0 == bases[i],
-            "region {i} at {:#x}",
-            r.start_addr().0
-        );
-        let rep = &reports[i];
-        let want = one(NodeId(n.id), size);
-        ensure!(
-            rep.placement == want,
-            "region {i}: report {}",
-            fmt_place(&rep.placement)
-        );
-        let addr = vmm::owner(r).as_ptr() as usize;
-        let (kernel, _, line) = numa_maps(addr)?;
-        ensure!(kernel == want, "region {i}: numa_maps {line}");
-        ensure!(
-            line.split_whitespace().nth(1) == Some(format!("bind:{}", n.id).as_str()),
-            "region {i}: policy {line}"
-        );
-        ensure!(
-            rep.pinned_cpus == n.cpus && rep.worker_cpus.iter().all(|c| n.cpus.contains(c)),
-            "region {i}: workers {:?} pinned {:?}, node {} has {:?}",
-            rep.worker_cpus,
-            rep.pinned_cpus,
+            has == (n.mem_mib > 0),
+            "node {}: base class {has}, memory {} MiB",
             n.id,
-            n.cpus
+            n.mem_mib
+        );
+    }
+    let ledger = Arc::new(Ledger::in_memory(&classes, 16).map_err(|e| e.to_string())?);
+    let used = |n: u32| {
+        (pool_count(n, 2048, "nr_hugepages") - pool_count(n, 2048, "free_hugepages")) * 2 * MIB
+    };
+    let before: BTreeMap<u32, u64> = mem.iter().map(|n| (n.id, used(n.id))).collect();
+    let inter = Reservation::builder(24 * MIB)
+        .nodes(pair)
+        .policy(MemPolicy::Interleave)
+        .page_size(PageSize::Huge2M)
+        .build()
+        .map_err(|e| format!("interleave: {e}"))?;
+    // Empty the preferred node's pool now (pages in use stay in use, `nr - free` unchanged):
+    // every page of the next region falls back to other nodes.
+    set_pool(target, 2048, 0);
+    let pref = Reservation::builder(16 * MIB)
+        .node(NodeId(target))
+        .policy(MemPolicy::Preferred)
+        .page_size(PageSize::Huge2M)
+        .build()
+        .map_err(|e| format!("preferred: {e}"))?;
+    let mut vm = ledger.vm("numavm-guest").map_err(|e| e.to_string())?;
+    let mut kernel_maps: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for r in [&inter, &pref] {
+        for (node, bytes) in &r.report().placement {
+            vm.try_charge(*node, 2 * MIB, *bytes)
+                .map_err(|e| format!("charge {bytes} on node {node}: {e}"))?;
+        }
+        for (node, bytes) in numa_maps(r.as_ptr() as usize)?.0 {
+            *kernel_maps.entry(node).or_default() += bytes;
+        }
+    }
+    let mut d = vec![];
+    for c in ledger.classes().map_err(|e| e.to_string())? {
+        if c.page_size_bytes != 2 * MIB {
+            ensure!(
+                c.reserved_bytes == 0,
+                "class {}/{} charged {}",
+                c.node,
+                c.page_size_bytes,
+                c.reserved_bytes
+            );
+            continue;
+        }
+        let pools = used(c.node.0) - before[&c.node.0];
+        let maps = kernel_maps.get(&c.node).copied().unwrap_or(0);
+        ensure!(
+            c.reserved_bytes == pools && pools == maps,
+            "node {}: ledger {} pools {} numa_maps {}",
+            c.node,
+            c.reserved_bytes,
+            pools,
+            maps
         );
         d.push(format!(
-            "GPA {:#x}: N{}={}M workers {:?} populate {:.3}s",
-            bases[i],
-            n.id,
-            size / MIB,
-            rep.worker_cpus,
-            rep.populate_seconds
+            "N{}: ledger={}M pools={}M",
+            c.node,
+            c.reserved_bytes / MIB,
+            pools / MIB
         ));
     }
-    Ok(d.join("; "))
-}
-
-#[cfg(not(feature = "vm-memory"))]
-fn vmm_two_regions(_: &Spec) -> Check {
-    Err("this test binary was built without feature vm-memory".into())
+    ensure!(
+        ledger
+            .classes()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|c| c.node.0 == target),
+        "no class for node {target}"
+    );
+    drop(vm);
+    drop((inter, pref));
+    for c in ledger.classes().map_err(|e| e.to_string())? {
+        ensure!(
+            c.reserved_bytes == 0,
+            "after release: class {}/{} still {}",
+            c.node,
+            c.page_size_bytes,
+            c.reserved_bytes
+        );
+    }
+    for n in &mem {
+        ensure!(
+            used(n.id) == before[&n.id],
+            "node {}: pool usage {} after release, {} before",
+            n.id,
+            used(n.id),
+            before[&n.id]
+        );
+    }
+    Ok(d.join(", "))
 }

@@ -43,8 +43,9 @@ pub struct Spec {
     pub dist: Vec<Vec<u32>>,
     /// THP mode init writes (`always` makes a missing `MADV_NOHUGEPAGE` visible).
     pub thp: String,
-    /// Which scenarios run: `all`, or `vmm` (the vm-memory two-region guest only).
-    pub suite: String,
+    /// Name prefixes of the scenarios to run (empty: all). The host sets it from
+    /// `NUMAVM_ONLY=prefix,prefix` so that a CI step can run a few scenarios without the rest.
+    pub only: Vec<String>,
 }
 
 /// A 1 GiB page may only be asked of a node this large (the page must be 1 GiB-aligned and
@@ -66,7 +67,7 @@ impl Spec {
             nodes: vec![n(0), n(1)],
             dist: vec![vec![10, 20], vec![20, 10]],
             thp: "always".into(),
-            suite: "all".into(),
+            only: vec![],
         }
     }
 
@@ -96,7 +97,7 @@ impl Spec {
                 vec![31, 25, 27, 10],
             ],
             thp: "always".into(),
-            suite: "all".into(),
+            only: vec![],
         }
     }
 
@@ -167,20 +168,9 @@ impl Spec {
         self.dist[i][j]
     }
 
-    /// This topology, running only the vm-memory scenario (feature `vm-memory`).
-    pub fn vmm_only(mut self) -> Spec {
-        self.name = format!("{}-vmm", self.name);
-        self.suite = "vmm".into();
-        self
-    }
-
     /// The names of the scenarios the guest must report for this topology, in order.
     pub fn scenarios(&self) -> Vec<String> {
         let mut s = vec!["pools".to_string(), "topology".to_string()];
-        if self.suite == "vmm" {
-            s.push("vmm.two_regions".into());
-            return s;
-        }
         let mem = self.mem_nodes();
         for n in &mem {
             for p in ["4k", "thp", "2m"] {
@@ -216,6 +206,7 @@ impl Spec {
         }
         if mem.len() >= 2 {
             s.push("many".into());
+            s.push("ledger".into());
         }
         s.push("default.local".into());
         if self
@@ -226,15 +217,19 @@ impl Spec {
             s.push("default.nearest".into());
         }
         s.extend(crate::vmm_guest::names(self));
+        if !self.only.is_empty() {
+            // `pools` stays: it checks the pools every other scenario relies on.
+            s.retain(|n| n == "pools" || self.only.iter().any(|p| n.starts_with(p.as_str())));
+        }
         s
     }
 
     /// The text form written to `/numavm.spec` (and read by `init.sh` for the pools).
     pub fn to_text(&self) -> String {
-        let mut t = format!(
-            "name {}\nthp {}\nsuite {}\n",
-            self.name, self.thp, self.suite
-        );
+        let mut t = format!("name {}\nthp {}\n", self.name, self.thp);
+        if !self.only.is_empty() {
+            writeln!(t, "only {}", self.only.join(",")).unwrap();
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             let cpus: Vec<String> = n.cpus.iter().map(|c| c.to_string()).collect();
             let cpus = if cpus.is_empty() {
@@ -272,14 +267,14 @@ impl Spec {
             nodes: vec![],
             dist: vec![],
             thp: String::new(),
-            suite: String::new(),
+            only: vec![],
         };
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.first().copied() {
                 Some("name") => s.name = f[1].into(),
                 Some("thp") => s.thp = f[1].into(),
-                Some("suite") => s.suite = f[1].into(),
+                Some("only") => s.only = f[1].split(',').map(String::from).collect(),
                 Some("node") => {
                     let num = |i: usize| f[i].parse::<u64>().expect("number");
                     s.nodes.push(NodeSpec {
