@@ -185,6 +185,68 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A planner input (a `numapin status --json` snapshot) is malformed or inconsistent.
+    #[error("{file}: invalid snapshot at {field}: {what}; give the planner each host's `numapin status --json` output unedited")]
+    InvalidSnapshot {
+        /// The file (or label) the snapshot came from.
+        file: String,
+        /// The JSON path of the offending field (`nodes[0].classes[1].reserved_bytes`).
+        field: String,
+        /// What is wrong, with the numbers.
+        what: String,
+    },
+
+    // --- VMM integration (features `vm-memory` and `hwloc`) ---
+    /// A guest memory layout was refused (feature `vm-memory`): a region overlaps another, is
+    /// not aligned to its page size, or ends past the guest address space. The reservations
+    /// given to the layout were released.
+    #[error("guest memory region {index} at {guest_addr:#x} ({}): {problem}", format_bytes(*len))]
+    GuestLayout {
+        /// Position of the region in the order it was added to the layout.
+        index: usize,
+        /// The guest physical address asked for.
+        guest_addr: u64,
+        /// Length of the region in bytes.
+        len: u64,
+        /// What is wrong and what to use instead.
+        problem: String,
+    },
+
+    /// Background population of a guest region failed; this is the error again for a later
+    /// waiter (the first one got the original error).
+    #[error("population of the guest region at {guest_addr:#x} failed: {message}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
+    GuestPopulation {
+        /// Guest physical address of the region.
+        guest_addr: u64,
+        /// The original error, as text.
+        message: String,
+    },
+
+    /// hwloc could not build or answer about the topology (feature `hwloc`).
+    #[error("hwloc: {what}: {reason}; check that libhwloc (>= 2.8) is installed and can read /sys, or use the sysfs topology (Topology::from_sysfs)")]
+    Hwloc {
+        /// What was asked of hwloc.
+        what: &'static str,
+        /// hwloc's answer.
+        reason: String,
+    },
+
+    // --- baseline (issue 4) ---
+    /// A balloon range does not fit the region or its granule.
+    #[error("balloon range {offset:#x}+{len:#x} is invalid for a region of {} with a {} granule: {reason}; pass an offset and length that are multiples of {granule} bytes and end at or before byte {region_len}", format_bytes(*region_len), format_bytes(*granule as u64))]
+    BalloonRange {
+        /// Offset asked for, from the start of the region.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// The balloon's granule in bytes.
+        granule: usize,
+        /// The region's length in bytes.
+        region_len: u64,
+        /// What is wrong (misaligned, past the end, empty).
+        reason: &'static str,
+    },
+
     // ---- Ledger (issue 3) ----
     /// The host ledger refused a charge: it would take the (node, page-size class) over its
     /// admission limit.

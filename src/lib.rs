@@ -3,21 +3,31 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
+//! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
+//! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
 //! - [`units`]: node ids, page sizes, byte sizes.
+//! - `topology_hwloc` (feature `hwloc`): the topology from hwloc, with memory attributes and
+//!   the package/core structure.
+//! - `vmm` (feature `vm-memory`): reservations as rust-vmm `GuestMemoryMmap` regions.
 //!
 //! # Lint policy
 //! `unsafe` is denied at the crate root and allowed only in the modules that need it (`sys`,
-//! `populate`, `reservation`); every block has a `// SAFETY:` comment. `missing_docs` warns
+//! `populate`, `reservation`, `baseline`); every block has a `// SAFETY:` comment. `missing_docs` warns
 //! (CI turns warnings into errors).
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[allow(unsafe_code)]
+pub mod baseline;
 mod error;
 pub mod ledger;
+pub mod measure;
+pub mod plan;
 #[allow(unsafe_code)]
 mod populate;
 #[allow(unsafe_code)]
@@ -28,7 +38,12 @@ pub(crate) mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod topology;
+#[cfg(feature = "hwloc")]
+pub mod topology_hwloc;
 pub mod units;
+#[cfg(feature = "vm-memory")]
+#[allow(unsafe_code)] // one block: vm-memory's `with_raw_mmap_pointer` over the reservation
+pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
 pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};

@@ -73,52 +73,63 @@ where
     let cpus_seen: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     let pin_failed: Mutex<Option<Errno>> = Mutex::new(None);
     let threads = plan.threads.clamp(1, plan.len.div_ceil(plan.chunk).max(1));
+    // Pinning to the set the threads already have is a no-op that still costs a
+    // sched_setaffinity and possibly a migration per worker: skip it then. On a single-node
+    // host (and whenever the node's CPUs are all the caller may use) that is always the case,
+    // and the calling thread can then work too instead of only waiting for the others.
+    let pin = !plan.cpus.is_empty() && sys::affinity().map_or(true, |a| a != plan.cpus);
+
+    let worker = || {
+        if pin {
+            if let Err(e) = sys::set_affinity(&plan.cpus) {
+                *pin_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+        let mut seen = Vec::new();
+        // Relaxed: the cursor only hands out disjoint offsets; no data is published through
+        // it. `stop` is a hint to quit early; the error itself goes through a Mutex.
+        while !stop.load(Ordering::Relaxed) {
+            let off = cursor.fetch_add(plan.chunk, Ordering::Relaxed);
+            if off >= plan.len {
+                break;
+            }
+            let len = plan.chunk.min(plan.len - off);
+            if let Some(c) = sys::current_cpu() {
+                if !seen.contains(&c) {
+                    seen.push(c);
+                }
+            }
+            // `base + off` stays inside the mapping: off < plan.len.
+            let addr = plan.base.as_ptr().wrapping_add(off);
+            let addr = NonNull::new(addr).expect("inside a non-null mapping");
+            if let Err(errno) = work(addr, off, len) {
+                stop.store(true, Ordering::Relaxed);
+                let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                let e = ChunkError {
+                    offset: off,
+                    len,
+                    errno,
+                };
+                if slot.is_none_or(|old| old.offset > off) {
+                    *slot = Some(e);
+                }
+                break;
+            }
+        }
+        cpus_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(seen);
+    };
 
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                if !plan.cpus.is_empty() {
-                    if let Err(e) = sys::set_affinity(&plan.cpus) {
-                        *pin_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    }
-                }
-                let mut seen = Vec::new();
-                // Relaxed: the cursor only hands out disjoint offsets; no data is published
-                // through it. `stop` is a hint to quit early; the error itself goes through a
-                // Mutex.
-                while !stop.load(Ordering::Relaxed) {
-                    let off = cursor.fetch_add(plan.chunk, Ordering::Relaxed);
-                    if off >= plan.len {
-                        break;
-                    }
-                    let len = plan.chunk.min(plan.len - off);
-                    if let Some(c) = sys::current_cpu() {
-                        if !seen.contains(&c) {
-                            seen.push(c);
-                        }
-                    }
-                    // `base + off` stays inside the mapping: off < plan.len.
-                    let addr = plan.base.as_ptr().wrapping_add(off);
-                    let addr = NonNull::new(addr).expect("inside a non-null mapping");
-                    if let Err(errno) = work(addr, off, len) {
-                        stop.store(true, Ordering::Relaxed);
-                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        let e = ChunkError {
-                            offset: off,
-                            len,
-                            errno,
-                        };
-                        if slot.is_none_or(|old| old.offset > off) {
-                            *slot = Some(e);
-                        }
-                        break;
-                    }
-                }
-                cpus_seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(seen);
-            });
+        let spawned = if pin { threads } else { threads - 1 };
+        for _ in 0..spawned {
+            s.spawn(worker);
+        }
+        if !pin {
+            // The calling thread is one of the workers (its affinity is left untouched).
+            worker();
         }
     });
 

@@ -99,6 +99,7 @@ pub struct ReservationBuilder {
     noreserve: bool,
     verify_limit: u64,
     topology: Option<Topology>,
+    cpus: Option<Vec<u32>>,
     // Ledger (issue 3): where to charge, and the VM's name there.
     ledger: Option<Arc<crate::ledger::Ledger>>,
     vm: Option<String>,
@@ -341,6 +342,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            cpus: None,
             ledger: None,
             vm: None,
         }
@@ -388,7 +390,7 @@ impl Reservation {
 
 /// An owned anonymous mapping, unmapped on drop.
 #[derive(Debug)]
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -448,6 +450,17 @@ impl ReservationBuilder {
     /// target nodes; all allowed CPUs for CPU-less nodes).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Pins the populate workers to these CPUs instead of the target nodes' CPUs; without
+    /// [`ReservationBuilder::threads`], one worker per CPU. E.g. one CPU per physical core
+    /// (`HwlocTopology::one_cpu_per_core`, feature `hwloc`).
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = u32>) -> Self {
+        let mut cpus: Vec<u32> = cpus.into_iter().collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        self.cpus = Some(cpus);
         self
     }
 
@@ -571,18 +584,9 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
     nodes.dedup();
     if nodes.is_empty() {
         let local = sys::current_cpu().and_then(|c| topo.node_of_cpu(c));
-        let chosen = local
-            .filter(|n| with_memory.contains(n))
-            .or_else(|| with_memory.first().copied())
+        let (chosen, why) = default_node(topo, local)
             .ok_or_else(|| Error::InvalidConfig("no online node has memory".into()))?;
-        notes.push(format!(
-            "no node given: chose node {chosen} ({})",
-            if local == Some(chosen) {
-                "local to the calling CPU"
-            } else {
-                "first node with memory"
-            }
-        ));
+        notes.push(format!("no node given: chose node {chosen} ({why})"));
         nodes.push(chosen);
     }
     for &n in &nodes {
@@ -646,7 +650,25 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
         .filter(|c| allowed.binary_search(c).is_ok())
         .collect();
     node_cpus.sort_unstable();
-    if node_cpus.is_empty() {
+    if let Some(asked) = &b.cpus {
+        let usable: Vec<u32> = asked
+            .iter()
+            .copied()
+            .filter(|c| allowed.binary_search(c).is_ok())
+            .collect();
+        if usable.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "none of the populate cpus {} may be used by this process (allowed: {}); pick some of those",
+                format_cpulist(asked),
+                format_cpulist(&allowed)
+            )));
+        }
+        notes.push(format!(
+            "populate cpus chosen by the caller: {}",
+            format_cpulist(&usable)
+        ));
+        node_cpus = usable;
+    } else if node_cpus.is_empty() {
         notes.push(format!(
             "node(s) {nodes:?} have no CPU this process may use: populating from all allowed CPUs {}",
             format_cpulist(&allowed)
@@ -672,6 +694,36 @@ fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
         verify_limit: b.verify_limit,
         notes,
     })
+}
+
+/// The node a reservation without nodes goes to: the calling CPU's node if it has memory,
+/// else the node with memory nearest to it (the kernel's distance; lowest id on a tie) — on a
+/// CPU-only node, the first node with memory may be the farthest one — else the first node
+/// with memory. Returns the node and why it was chosen.
+fn default_node(topo: &Topology, local: Option<NodeId>) -> Option<(NodeId, String)> {
+    let with_memory = || topo.nodes.iter().filter(|n| n.has_memory()).map(|n| n.id);
+    let Some(local) = local else {
+        return with_memory().next().map(|n| {
+            (
+                n,
+                "first node with memory; the calling CPU's node is unknown".into(),
+            )
+        });
+    };
+    if topo.node(local).is_some_and(|n| n.has_memory()) {
+        return Some((local, "local to the calling CPU".into()));
+    }
+    with_memory()
+        .min_by_key(|&n| (topo.distance(local, n).unwrap_or(u32::MAX), n))
+        .map(|n| {
+            let d = topo
+                .distance(local, n)
+                .map_or("unknown".to_string(), |d| d.to_string());
+            (
+                n,
+                format!("nearest node with memory to the calling CPU's memory-less node {local}, distance {d}"),
+            )
+        })
 }
 
 fn short_reason(e: &Error) -> String {
@@ -750,10 +802,18 @@ fn check_capacity(
                 MemPolicy::Bind => {
                     let total: u64 = nodes.iter().map(|&n| free(n)).sum();
                     if total < pages {
-                        // Ask the first node to make up the whole deficit.
+                        // Ask the first node to make up the whole deficit. "Elsewhere" is
+                        // outside the bound nodes: the other bound nodes' pages are counted
+                        // in `wanted` already, and the message says the rest cannot be used.
                         let n = nodes[0];
                         let others = total - free(n);
-                        return Err(short(n, pages - others, free(n)));
+                        return Err(Error::HugepagesShort {
+                            node: n,
+                            page_size: page,
+                            wanted: pages - others,
+                            free_on_node: free(n),
+                            free_elsewhere: topo.free_hugepages_elsewhere(page, nodes),
+                        });
                     }
                 }
                 MemPolicy::Interleave => {
@@ -910,22 +970,31 @@ fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
     }
 }
 
-/// Re-reads the pools to describe a shortage the kernel found after the preflight passed.
+/// Re-reads the pools to describe a shortage the kernel found after the preflight passed: the
+/// same attribution as the preflight (which node must grow, by how much), on fresh numbers.
+/// If the fresh pools would pass (they changed again), the first node and its numbers.
 fn pool_short_now(plan: &Plan) -> Error {
     let page = plan.page_size;
     let gran = page.bytes().unwrap_or(1) as u64;
     let node = plan.nodes[0];
     match Topology::from_sysfs() {
-        Ok(t) => Error::HugepagesShort {
-            node,
-            page_size: page,
-            wanted: plan.size / gran,
-            free_on_node: t
-                .node(node)
-                .and_then(|n| n.pool(page))
-                .map_or(0, |p| p.free),
-            free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
-        },
+        Ok(t) => {
+            let b = Reservation::builder(plan.size).policy(plan.policy);
+            if let Err(e @ Error::HugepagesShort { .. }) = check_capacity(&b, &t, &plan.nodes, page)
+            {
+                return e;
+            }
+            Error::HugepagesShort {
+                node,
+                page_size: page,
+                wanted: plan.size / gran,
+                free_on_node: t
+                    .node(node)
+                    .and_then(|n| n.pool(page))
+                    .map_or(0, |p| p.free),
+                free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
+            }
+        }
         Err(e) => e,
     }
 }
@@ -1061,6 +1130,15 @@ fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
     if plan.page_size == PageSize::Transparent {
         sys::madvise(map.ptr, len, libc::MADV_HUGEPAGE)
             .map_err(|e| Error::sys("madvise(MADV_HUGEPAGE)", e))?;
+    }
+    if plan.page_size == PageSize::Base4K {
+        // 4k means 4 KiB pages: with THP `always` the kernel would otherwise back the region
+        // with huge pages the caller did not ask for (and the report would be wrong).
+        match sys::madvise(map.ptr, len, libc::MADV_NOHUGEPAGE) {
+            // A kernel without THP refuses the advice; then no huge page can appear anyway.
+            Ok(()) | Err(libc::EINVAL) => {}
+            Err(e) => return Err(Error::sys("madvise(MADV_NOHUGEPAGE)", e)),
+        }
     }
 
     if plan.lock == LockKind::Mlock {
@@ -1301,9 +1379,14 @@ pub struct PendingReservation {
     inner: Option<Pending>,
     started: Instant,
     guarantee: FaultGuarantee,
+    page_size: PageSize,
     /// The ledger charge, moved into the reservation by `wait` (refunded if it fails).
     charge: Option<crate::ledger::Charge>,
 }
+
+/// A mapping whose population failed, with its ledger charge: kept by the vm-memory owner for
+/// as long as guest regions point into it (unmapped first, then refunded, when dropped).
+pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::Charge>);
 
 struct Pending {
     shared: Arc<Shared>,
@@ -1365,28 +1448,48 @@ impl PendingReservation {
         self.guarantee
     }
 
+    /// The page size in use (never `Auto`).
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
     /// Waits for population and verification to finish.
     ///
     /// # Errors
     /// [`Error::Populate`] or [`Error::Misplaced`] from the workers, exactly as
     /// [`ReservationBuilder::build`] would return them; the region is unmapped then.
-    pub fn wait(mut self) -> Result<Reservation> {
+    pub fn wait(self) -> Result<Reservation> {
+        // On error the mapping is dropped here, which unmaps it, then refunds the charge.
+        self.finish().map_err(|failed| failed.0)
+    }
+
+    /// Waits for the workers and hands back the mapping whatever the outcome: on error the
+    /// caller decides when to unmap (the vm-memory owner keeps it mapped for as long as guest
+    /// regions point into it).
+    pub(crate) fn finish(mut self) -> std::result::Result<Reservation, Box<(Error, HeldMapping)>> {
         let Pending { shared, worker } = self.inner.take().expect("present until wait or drop");
-        let report = worker
+        let outcome = worker
             .join()
-            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)))?;
-        // The worker dropped its handle on `shared` when its closure returned, before join()
-        // did, so ours is the last one.
+            .unwrap_or_else(|_| Err(Error::sys("populate worker", libc::EIO)));
+        // The worker dropped its handle on `shared` when its closure returned (or unwound),
+        // before join() did, so ours is the last one.
         let shared = Arc::into_inner(shared).expect("the worker released the mapping");
         let charge = self.charge.take();
-        if let Some(c) = &charge {
-            c.set_populated(shared.map.len as u64);
+        match outcome {
+            Ok(report) => {
+                if let Some(c) = &charge {
+                    c.set_populated(shared.map.len as u64);
+                }
+                Ok(Reservation {
+                    map: shared.map,
+                    report,
+                    charge,
+                })
+            }
+            // The charge stays with the mapping: the pages are held until it is unmapped
+            // (tuple fields drop in order: unmapped first, then refunded).
+            Err(e) => Err(Box::new((e, (shared.map, charge)))),
         }
-        Ok(Reservation {
-            map: shared.map,
-            report,
-            charge,
-        })
     }
 }
 
@@ -1427,6 +1530,7 @@ impl ReservationBuilder {
             map,
             progress: Progress::default(),
         });
+        let page_size = plan.page_size;
         let theirs = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("numapin-populate".into())
@@ -1447,6 +1551,7 @@ impl ReservationBuilder {
             inner: Some(Pending { shared, worker }),
             started: Instant::now(),
             guarantee,
+            page_size,
             charge,
         })
     }
@@ -1581,9 +1686,14 @@ mod tests {
                 node,
                 wanted,
                 free_on_node,
+                free_elsewhere,
                 ..
             }) => {
-                assert_eq!((node, wanted, free_on_node), (NodeId(1), 11, 10));
+                // Node 0's 100 free pages are counted in `wanted`, not "elsewhere".
+                assert_eq!(
+                    (node, wanted, free_on_node, free_elsewhere),
+                    (NodeId(1), 11, 10, 0)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1649,6 +1759,26 @@ mod tests {
     }
 
     #[test]
+    fn populate_cpus_must_be_usable() {
+        let e = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([60_000, 60_001])
+            .preflight()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidConfig(m) if m.contains("60000-60001") && m.contains("allowed")),
+            "{e}"
+        );
+        let allowed = sys::affinity().unwrap();
+        let plan = Reservation::builder(2 << 20)
+            .page_size(PageSize::Base4K)
+            .cpus([allowed[0], 60_000])
+            .preflight()
+            .unwrap();
+        assert_eq!((plan.cpus.clone(), plan.threads), (vec![allowed[0]], 1));
+    }
+
+    #[test]
     fn small_base_page_reservation() {
         let mut r = Reservation::builder(8 << 20)
             .page_size(PageSize::Base4K)
@@ -1664,5 +1794,30 @@ mod tests {
         assert_eq!(rep.placement.values().sum::<u64>(), 8 << 20);
         assert!(rep.verified_all);
         assert_eq!(rep.verified_pages, rep.total_pages);
+        // 4k means no THP, whatever the host's THP mode (`nh` = MADV_NOHUGEPAGE).
+        let vma = crate::smaps::vma_info(r.as_ptr() as usize)
+            .unwrap()
+            .expect("the region is mapped");
+        assert!(vma.flags.iter().any(|f| f == "nh"), "{:?}", vma.flags);
+        assert_eq!(vma.anon_huge, 0);
+    }
+
+    #[test]
+    fn default_node_is_local_else_nearest_with_memory() {
+        let mut t = fixture();
+        let pick = |t: &Topology, local| default_node(t, local).map(|(n, _)| n);
+        assert_eq!(pick(&t, Some(NodeId(0))), Some(NodeId(0)));
+        assert_eq!(pick(&t, Some(NodeId(1))), Some(NodeId(1)));
+        assert_eq!(pick(&t, None), Some(NodeId(0)));
+        // Node 3 has CPUs but no memory; equally far from 0 and 1: the lower id.
+        assert_eq!(pick(&t, Some(NodeId(3))), Some(NodeId(0)));
+        // Nearer to node 1: node 1, not the first node with memory.
+        t.distances[2] = vec![30, 15, 10];
+        let (n, why) = default_node(&t, Some(NodeId(3))).unwrap();
+        assert_eq!(n, NodeId(1));
+        assert!(
+            why.contains("nearest") && why.contains("distance 15"),
+            "{why}"
+        );
     }
 }

@@ -60,17 +60,27 @@ pub fn parse_smaps(text: &str, addr: usize) -> std::result::Result<Option<VmaInf
             info.flags = value.split_whitespace().map(str::to_string).collect();
             continue;
         }
+        let bad = || format!("smaps field {key}: {value:?} is not `N kB`");
+        // Exactly the kernel's shape: decimal digits, whitespace, `kB`; bytes fit a u64.
         let kb = || -> std::result::Result<u64, String> {
-            let v = value.trim().trim_end_matches("kB").trim();
+            let v = value.trim().strip_suffix("kB").ok_or_else(bad)?.trim_end();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
             v.parse::<u64>()
-                .map(|k| k.saturating_mul(1024))
-                .map_err(|_| format!("smaps field {key}: {value:?} is not `N kB`"))
+                .ok()
+                .and_then(|k| k.checked_mul(1024))
+                .ok_or_else(bad)
         };
         match key {
             "KernelPageSize" => info.kernel_page_size = kb()?,
             "Rss" => info.rss = kb()?,
             "AnonHugePages" => info.anon_huge = kb()?,
-            "Private_Hugetlb" | "Shared_Hugetlb" => info.hugetlb_bytes += kb()?,
+            "Private_Hugetlb" | "Shared_Hugetlb" => {
+                info.hugetlb_bytes = info.hugetlb_bytes.checked_add(kb()?).ok_or_else(|| {
+                    format!("smaps: Private_Hugetlb + Shared_Hugetlb overflow at {value:?}")
+                })?;
+            }
             "Locked" => info.locked = kb()?,
             _ => {}
         }

@@ -88,8 +88,11 @@ pub struct VmReservation {
 }
 
 impl VmSnapshot {
-    /// Bytes this VM has reserved over all nodes and classes.
+    /// Bytes this VM has reserved over all nodes and classes (saturating: a snapshot read from
+    /// another host may carry any numbers).
     pub fn reserved_bytes(&self) -> u64 {
-        self.reservations.iter().map(|r| r.bytes).sum()
+        self.reservations
+            .iter()
+            .fold(0u64, |acc, r| acc.saturating_add(r.bytes))
     }
 }

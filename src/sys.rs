@@ -4,6 +4,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 use crate::units::NodeId;
@@ -137,6 +138,108 @@ pub fn madvise(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> 
 pub unsafe fn madvise_discard(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> {
     // SAFETY: the caller guarantees no live reference depends on the contents.
     if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// Creates an anonymous memory file (`memfd_create`), close-on-exec. `hugetlb` picks a
+/// hugetlb-backed file with pages of that size (`MFD_HUGETLB | MFD_HUGE_2MB/1GB`); `None` a
+/// shmem (tmpfs) file of base pages.
+pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<OwnedFd, Errno> {
+    let mut flags = libc::MFD_CLOEXEC;
+    match hugetlb {
+        None | Some(Backing::Base) => {}
+        Some(Backing::Huge2M) => flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
+        Some(Backing::Huge1G) => flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_1GB,
+    }
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call; the
+    // kernel returns a new descriptor that nothing else owns.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `fd` was just returned by memfd_create, is open, and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the length of a file (`ftruncate`).
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
+    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    // SAFETY: ftruncate on a descriptor the borrow keeps open; no memory is passed.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// Maps `len` bytes of the file `fd` from offset 0, shared and read-write (`MAP_SHARED`), with
+/// `MAP_NORESERVE` if asked (for hugetlb files: no pool pages set aside at `mmap` time).
+#[doc(alias = "mmap")]
+pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<NonNull<u8>, Errno> {
+    let mut flags = libc::MAP_SHARED;
+    if noreserve {
+        flags |= libc::MAP_NORESERVE;
+    }
+    // SAFETY: a new mapping at an address of the kernel's choosing (no MAP_FIXED) cannot alias
+    // any existing Rust object; the file is ours (a memfd), so nobody else writes it behind
+    // Rust's back except through this or other mappings the caller controls.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    NonNull::new(p.cast()).ok_or(libc::EFAULT)
+}
+
+/// Frees the file blocks of `[offset, offset + len)` (`fallocate(FALLOC_FL_PUNCH_HOLE |
+/// FALLOC_FL_KEEP_SIZE)`): the pages go back to the kernel (for hugetlb files, to the pool),
+/// and every mapping of that range reads zeroes afterwards.
+///
+/// # Safety
+/// No Rust reference may point into any mapping of the range, and no other thread may rely on
+/// its contents.
+#[doc(alias = "fallocate")]
+pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
+    let off = libc::off_t::try_from(offset).map_err(|_| libc::EFBIG)?;
+    let l = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    // SAFETY: fallocate takes no memory from us; the caller guarantees that discarding the
+    // range's contents invalidates nothing Rust relies on.
+    let r = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            l,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// Which base pages of `[addr, addr + len)` are resident (`mincore`): one byte per base page
+/// in `out` (bit 0 set = resident). `out` must hold `len.div_ceil(page_size())` bytes.
+pub fn mincore(addr: NonNull<u8>, len: usize, out: &mut [u8]) -> Result<(), Errno> {
+    if out.len() < len.div_ceil(page_size()) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: the kernel writes one byte per base page of the range into `out`, which we
+    // checked is long enough; it only reads page tables of the range (ENOMEM if unmapped).
+    let r = unsafe { libc::mincore(addr.as_ptr().cast(), len, out.as_mut_ptr()) };
+    if r == 0 {
         Ok(())
     } else {
         Err(last_errno())

@@ -187,6 +187,22 @@ impl Topology {
             });
         }
 
+        // A CPU belongs to one node; a tree that says otherwise (a bad copy of another host's
+        // files) would make `node_of_cpu` answer with whichever node comes first.
+        let mut owner: BTreeMap<u32, NodeId> = BTreeMap::new();
+        for node in &nodes {
+            for &c in &node.cpus {
+                if let Some(first) = owner.insert(c, node.id) {
+                    return Err(Error::parse(
+                        node_dir.join(format!("node{}/cpulist", node.id)),
+                        format!(
+                            "cpu {c} is also in node {first}'s cpulist; a CPU belongs to one node"
+                        ),
+                    ));
+                }
+            }
+        }
+
         // The kernel prints one distance per *possible* node in id order; keep the columns of
         // online nodes. Where the row is as long as the online list, it is already that.
         let possible = match fs::read_to_string(node_dir.join("possible")) {
@@ -325,7 +341,7 @@ fn read_pools(dir: &Path) -> Result<Vec<HugepagePool>> {
         };
         let p = entry.path();
         pools.push(HugepagePool {
-            page_size_bytes: kib.saturating_mul(1024),
+            page_size_bytes: kib * 1024, // cannot overflow: checked by the parser
             total: read_u64(&p.join("nr_hugepages"))?,
             free: read_u64(&p.join("free_hugepages"))?,
             surplus: read_u64(&p.join("surplus_hugepages"))?,
@@ -336,12 +352,18 @@ fn read_pools(dir: &Path) -> Result<Vec<HugepagePool>> {
 }
 
 /// Parses a hugepage pool directory name (`hugepages-2048kB`) into its page size in KiB.
+///
+/// Only the kernel's spelling is accepted (decimal digits, no sign or leading zero, a page size
+/// whose byte count fits a `u64`), so two directories can never name the same pool.
 pub fn parse_hugepage_dir_name(name: &str) -> Option<u64> {
-    name.strip_prefix("hugepages-")?
-        .strip_suffix("kB")?
+    let digits = name.strip_prefix("hugepages-")?.strip_suffix("kB")?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
         .parse()
         .ok()
-        .filter(|&k: &u64| k > 0)
+        .filter(|&k: &u64| k > 0 && k.checked_mul(1024).is_some())
 }
 
 /// Parses a kernel cpulist / nodelist (`0-3,8,10-11`, empty for none) into sorted, unique ids.

@@ -144,7 +144,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: String = num.chars().filter(|&c| c != '_').collect();
-    if num.is_empty() {
+    if !num.bytes().any(|b| b.is_ascii_digit()) {
         return Err(format!("size {s:?} has no number"));
     }
     let shift = match unit.trim().to_ascii_lowercase().as_str() {

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
+mod plan;
 mod reserve;
 mod status;
 mod topology;
@@ -26,6 +28,10 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
+    Plan(plan::Args),
+    /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
+    Bench(bench::Args),
     /// Show the host ledger: per node and page-size class capacity, limit, reserved and
     /// available; per VM allocated vs guest-used with a right-sizing hint.
     Status(status::Args),
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Plan(a)) => plan::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Status(a)) => status::run(&a),
     };
     match r {

@@ -94,12 +94,19 @@ pub fn run(a: &Args) -> Result<(), CliError> {
 /// Waits for a background population; on a terminal, draws a progress bar on stderr once it
 /// has run for about a second.
 pub fn wait_with_progress(p: PendingReservation) -> Result<Reservation, numapin::Error> {
-    let tty = std::io::stderr().is_terminal();
+    // Without a terminal there is nothing to draw: join at once. (Polling every 100 ms cost a
+    // reservation up to 100 ms of wall time after its workers had finished — half a 1 GiB
+    // reservation's whole run; found by `numapin bench`'s qemu_prealloc row.)
+    if !std::io::stderr().is_terminal() {
+        return p.wait();
+    }
     let mut drawn = false;
+    let mut last_draw = 0.0;
     while !p.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(5));
         let pr = p.progress();
-        if tty && pr.elapsed_seconds >= 1.0 {
+        if pr.elapsed_seconds >= 1.0 && pr.elapsed_seconds - last_draw >= 0.1 {
+            last_draw = pr.elapsed_seconds;
             let width = 30;
             let filled = (pr.fraction() * width as f64) as usize;
             let what = if pr.done_bytes >= pr.total_bytes {

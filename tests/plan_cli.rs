@@ -1,0 +1,242 @@
+//! `numapin plan` on fixture snapshots shaped like `numapin status --json` output
+//! (tests/data/plan/): verdicts, exit codes, JSON, witnesses, and errors naming file and field.
+#![cfg(feature = "cli")]
+
+use std::process::{Command, Output};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/plan/");
+
+fn plan(args: &[&str]) -> Output {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.ends_with(".json") {
+                format!("{DATA}{a}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    Command::new(env!("CARGO_BIN_EXE_numapin"))
+        .arg("plan")
+        .args(&args)
+        .output()
+        .expect("run numapin plan")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const RACK: [&str; 3] = ["rack-a.json", "rack-b.json", "rack-c.json"];
+
+#[test]
+fn guaranteed_fleet_exits_zero_with_a_row_per_scenario() {
+    let o = plan(&RACK);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(t.contains("N+1 failover: 3 scenario(s)"), "{t}");
+    for h in ["rack-a", "rack-b", "rack-c"] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with(h) && l.contains("guaranteed")),
+            "{h}: {t}"
+        );
+    }
+    assert!(t.contains("verdict: N+1 guaranteed (3 guaranteed"), "{t}");
+}
+
+#[test]
+fn json_witness_places_every_displaced_vm_within_free_capacity() {
+    let o = plan(&[RACK[0], RACK[1], RACK[2], "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = &v["failover"];
+    assert_eq!(f["verdict"], "guaranteed");
+    assert_eq!(f["total_scenarios"], 3);
+    let s = &f["scenarios"][0];
+    assert_eq!(s["failed"], serde_json::json!(["rack-a"]));
+    let displaced = s["displaced"].as_array().unwrap();
+    let moves = s["moves"].as_array().unwrap();
+    assert_eq!(displaced.len(), 5);
+    assert_eq!(moves.len(), 5);
+    // db-1 is 16 GiB of 1G pages: it must land in a 1G class on another host.
+    let db = moves.iter().find(|m| m["vm"] == "db-1").unwrap();
+    for p in db["parts"].as_array().unwrap() {
+        assert_eq!(p["page_size_bytes"], 1u64 << 30);
+        assert_ne!(p["host"], "rack-a");
+    }
+}
+
+#[test]
+fn impossible_fleet_exits_three_with_a_proof() {
+    let o = plan(&["tight-a.json", "tight-b.json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let t = stdout(&o);
+    assert!(
+        t.contains("VM big needs 24 GiB 2M and fits on no surviving node"),
+        "{t}"
+    );
+    assert!(t.contains("verdict: N+1 impossible"), "{t}");
+}
+
+#[test]
+fn exact_search_settles_and_a_tiny_budget_is_not_proven() {
+    let trap = ["trap-a.json", "trap-b.json", "trap-c.json"];
+    let o = plan(&trap);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("placed by exact search"));
+    let mut args = trap.to_vec();
+    args.extend(["--search-budget", "1"]);
+    let o = plan(&args);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(stdout(&o).contains("not proven"));
+}
+
+#[test]
+fn two_failures_fail_everything_on_two_hosts() {
+    let o = plan(&["tight-a.json", "tight-b.json", "--failures", "2"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).contains("no host survives"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_snapshots_name_file_and_field() {
+    for (file, field, what) in [
+        (
+            "bad-reserved-over-limit.json",
+            "nodes[0].classes[1].reserved_bytes",
+            "exceeds limit",
+        ),
+        (
+            "bad-charges-mismatch.json",
+            "nodes[0].classes[1].reserved_bytes",
+            "charges sum to 6 GiB",
+        ),
+        ("bad-duplicate-node.json", "nodes[1].id", "listed twice"),
+        (
+            "bad-unknown-class.json",
+            "vms[1].reservations[0].page_size_bytes",
+            "does not offer",
+        ),
+        ("bad-malformed.json", "line 18", "control character"),
+        (
+            "bad-missing-field.json",
+            "line 12",
+            "missing field `limit_bytes`",
+        ),
+    ] {
+        let o = plan(&["rack-a.json", file]);
+        assert_eq!(o.status.code(), Some(1), "{file}");
+        let e = stderr(&o);
+        assert!(e.contains(file), "{file}: {e}");
+        assert!(e.contains(field), "{file}: {e}");
+        assert!(e.contains(what), "{file}: {e}");
+        assert!(stdout(&o).is_empty());
+    }
+    let o = plan(&["no-such-file.json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no-such-file.json"));
+}
+
+#[test]
+fn headroom_rightsize_ha_and_placement_sections() {
+    let o = plan(&[
+        RACK[0],
+        RACK[1],
+        RACK[2],
+        "--headroom",
+        "2m",
+        "--rightsize",
+        "--ha",
+        "--place",
+        "16GiB:2m",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let h = &v["headroom"];
+    let adm = h["admissible_bytes"].as_u64().unwrap();
+    let ub = h["upper_bound_bytes"].as_u64().unwrap();
+    assert!(adm > 0 && adm <= ub && adm % (2 << 20) == 0, "{h}");
+    // web-3 peaks at 2 GiB of 8: suggested 2.5 GiB, 5.5 GiB freed.
+    let r = &v["rightsize"]["candidates"];
+    let web3 = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["vm"] == "web-3")
+        .unwrap();
+    assert_eq!(web3["freed_bytes"], 11u64 << 29);
+    assert_eq!(v["ha"]["exact"], "guaranteed");
+    let pols = v["placement"]["policies"].as_array().unwrap();
+    assert_eq!(pols.len(), 4);
+    for p in pols {
+        assert!(p["target"].is_string(), "{p}");
+    }
+    // The text form has the same sections.
+    let o = plan(&[RACK[0], RACK[1], RACK[2], "--headroom", "1g", "--ha"]);
+    let t = stdout(&o);
+    assert!(t.contains("headroom (1G pages, one node)"), "{t}");
+    assert!(t.contains("slot policy"), "{t}");
+}
+
+/// `real-status-*.json` were printed by `numapin status --json` (the ledger's command) on the
+/// development VM: host a with two VMs of base pages (one reporting guest use), host b with an
+/// empty ledger. Both hosts are named `vm`.
+#[test]
+fn real_status_snapshots() {
+    let o = plan(&[
+        "real-status-a.json",
+        "real-status-b.json",
+        "--headroom",
+        "4k",
+        "--rightsize",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &v["failover"]["scenarios"];
+    assert_eq!(s[0]["failed"], serde_json::json!(["vm"]));
+    assert_eq!(s[1]["failed"], serde_json::json!(["vm#1"]));
+    for m in s[0]["moves"].as_array().unwrap() {
+        assert_eq!(m["parts"][0]["host"], "vm#1");
+    }
+    // A VM on b must fit into a's free 4K class if b fails: a has 11.04 GiB available.
+    let a: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{DATA}real-status-a.json")).unwrap(),
+    )
+    .unwrap();
+    let a_free = a["nodes"][0]["classes"][0]["available_bytes"]
+        .as_u64()
+        .unwrap();
+    let h = v["headroom"]["admissible_bytes"].as_u64().unwrap();
+    assert!(h > 0 && h <= a_free, "{h} vs {a_free}");
+    assert_eq!(v["rightsize"]["candidates"][0]["vm"], "web-1");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let o = plan(&["tight-a.json", "--headroom", "1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--place", "8GiB:1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--rightsize", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = plan(&["tight-a.json", "--place", "lots"]);
+    assert_eq!(o.status.code(), Some(1));
+}
