@@ -4,9 +4,10 @@
 # A long campaign measured in CPU time, not wall time (on a shared machine a `nice -n 19` job
 # gets far less than a core): runs fuzz/run.sh TARGET in 300 s chunks until the fuzzer processes
 # have used CPU_SECONDS of user+system time, keeping the corpus between chunks. Appends the
-# libFuzzer output to fuzz/campaign/TARGET.log and prints one summary line:
+# libFuzzer output and one `CHUNK_CPU user sys` line per chunk to fuzz/campaign/TARGET.log and
+# prints one summary line:
 #   TARGET cpu_s=… execs=… cov=… ft=… corpus=… crashes=…
-# Stops at the first crash (non-zero exit).
+# Stops at the first crash (non-zero exit); interrupt the fuzzer (SIGINT) to stop early.
 set -euo pipefail
 cd "$(dirname "$0")"
 target=$1 want=$2
@@ -19,6 +20,7 @@ while [ "$(echo "$cpu < $want" | bc)" = 1 ]; do
   chunk=$(echo "if ($left < 300) $left + 5 else 300" | bc | cut -d. -f1)
   /usr/bin/time -f 'CPU %U %S' -o campaign/.time.$$ ./run.sh "$target" "$chunk" >>"$log" 2>&1 || rc=$?
   read -r _ u s < <(grep '^CPU ' campaign/.time.$$)
+  echo "CHUNK_CPU $u $s" >>"$log"
   cpu=$(echo "$cpu + $u + $s" | bc)
   n=$(grep -a 'stat::number_of_executed_units' "$log" | tail -1 | awk '{print $2}')
   execs=$((execs + ${n:-0}))

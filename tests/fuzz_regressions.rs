@@ -4,10 +4,11 @@
 use std::fs;
 use std::path::PathBuf;
 
+use numapin::ledger::{ClassSpec, Ledger, LedgerConfig};
 use numapin::smaps::parse_smaps;
 use numapin::snapshot::{VmReservation, VmSnapshot};
 use numapin::topology::parse_hugepage_dir_name;
-use numapin::{parse_size, NodeId, Topology};
+use numapin::{parse_size, Error, NodeId, Topology};
 
 /// node_files: `hugepages-+049kB` parsed as 49 KiB (Rust's integer parser takes a sign), and
 /// `hugepages-02048kB` as 2 MiB: two directories could claim one pool size.
@@ -206,4 +207,38 @@ fn tree_cpu_in_two_nodes_is_an_error() {
     s.put("sys/devices/system/node/node5/cpulist", "\n");
     let t = read(&s).unwrap();
     assert_eq!(t.node_of_cpu(1), Some(NodeId(0)));
+}
+
+/// ledger_file: a free record whose intent sequence number was `u64::MAX - 1` gave its next
+/// holder `seq = u64::MAX`, and the first charge or release overflowed `seq += 1` (a panic in
+/// debug builds, a wrap to the "no intent" value 0 in release ones). Now refused as corruption.
+#[test]
+fn ledger_sequence_number_near_overflow_is_invalid() {
+    let s = Scratch::new("ledger_sequence_number_near_overflow_is_invalid");
+    let path = s.0.join("ledger");
+    let cfg = LedgerConfig {
+        slots: 2,
+        ..LedgerConfig::default()
+    };
+    let classes = [ClassSpec::new(NodeId(0), 2 << 20, 1 << 30)];
+    drop(Ledger::create(&path, &classes, &cfg).unwrap());
+    let mut image = fs::read(&path).unwrap();
+    // One class: header (128) + descriptor (64) + counter (64), then slot 0; its intent
+    // sequence number is the slot's second word.
+    let intent_seq = 128 + 64 + 64 + 8;
+    for (seq, ok) in [(u64::MAX - 1, false), ((1 << 63) - 1, false), (41, true)] {
+        image[intent_seq..intent_seq + 8].copy_from_slice(&seq.to_le_bytes());
+        let l = std::sync::Arc::new(Ledger::from_image(&image).unwrap());
+        match l.vm_as("vm", (4242 << 41) | 1) {
+            Ok(mut vm) => {
+                assert!(ok, "seq {seq} accepted");
+                vm.try_charge(NodeId(0), 2 << 20, 2 << 20).unwrap();
+                vm.release(NodeId(0), 2 << 20, 2 << 20).unwrap();
+            }
+            Err(e) => {
+                assert!(!ok, "seq {seq}: {e}");
+                assert!(matches!(e, Error::LedgerInvalid { .. }), "{e:?}");
+            }
+        }
+    }
 }

@@ -303,9 +303,15 @@ impl Table {
     pub(crate) fn next_seq(&self, s: usize) -> R<u64> {
         let a = self.slot_word(s, S_INTENT_SEQ)?.load(Ordering::Acquire);
         let b = self.slot_word(s, S_DONE)?.load(Ordering::Acquire);
+        // Sequence numbers grow by one per operation: 2^63 of them cannot have happened, so a
+        // larger one is corruption (and would overflow the holder's `seq += 1` later).
         match a.max(b).checked_add(1) {
-            Some(n) => Ok(n),
-            None => bad("sequence number overflow (slot, seq)", s as u64, a.max(b)),
+            Some(n) if n < 1 << 63 => Ok(n),
+            _ => bad(
+                "sequence number out of range (slot, seq)",
+                s as u64,
+                a.max(b),
+            ),
         }
     }
 
