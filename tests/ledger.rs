@@ -553,3 +553,39 @@ fn a_crash_at_any_step_is_settled_exactly() {
         }
     }
 }
+
+/// `snapshot()` returns a consistent cut (class totals = sum of VM charges) even while another
+/// thread charges and releases without pause.
+#[test]
+fn snapshots_under_churn_are_consistent_cuts() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let l = mem(8);
+    let ops = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (l, stop, ops) = (l.clone(), stop.clone(), ops.clone());
+        std::thread::spawn(move || {
+            let mut c = l.vm("churn").unwrap();
+            while !stop.load(Relaxed) {
+                c.try_charge(NodeId(0), M2, M2).unwrap();
+                c.release(NodeId(0), M2, M2).unwrap();
+                ops.fetch_add(1, Relaxed);
+            }
+        })
+    };
+    let mut steady = l.vm("steady").unwrap();
+    steady.try_charge(NodeId(0), M2, 3 * M2).unwrap();
+    let mut snaps = 0;
+    // At least 300 snapshots, taken while the other thread has done at least 10,000 operations.
+    while snaps < 300 || ops.load(Relaxed) < 10_000 {
+        let s = l.snapshot().unwrap();
+        assert!(numapin::ledger::snapshot_is_consistent(&s), "{s:?}");
+        snaps += 1;
+    }
+    stop.store(true, Relaxed);
+    churn.join().unwrap();
+    // And a torn picture is recognised as such.
+    let mut s = l.snapshot().unwrap();
+    s.nodes[0].classes[0].reserved_bytes += M2;
+    assert!(!numapin::ledger::snapshot_is_consistent(&s));
+}

@@ -722,11 +722,25 @@ impl Ledger {
     /// Reaps dead owners, then returns the ledger as a [`Snapshot`] (what
     /// `numapin status --json` prints). Records of one VM name held by one process are merged.
     ///
+    /// The class totals and the VMs' charges are read one after the other, so a charge or
+    /// release in between would tear the picture (a total that no set of VM charges explains,
+    /// which the planner rightly refuses). The snapshot is therefore read again, up to
+    /// [`SNAPSHOT_TRIES`] times, until every class total equals the sum of the VMs' charges in
+    /// it: a consistent cut. Only under unceasing churn can a torn snapshot come back.
+    ///
     /// # Errors
     /// [`Error::LedgerInvalid`] if the file holds out-of-range values.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _ = self.reap()?;
-        self.snapshot_no_reap()
+        let mut snap = self.snapshot_no_reap()?;
+        for _ in 1..SNAPSHOT_TRIES {
+            if snapshot_is_consistent(&snap) {
+                break;
+            }
+            std::thread::yield_now();
+            snap = self.snapshot_no_reap()?;
+        }
+        Ok(snap)
     }
 
     /// The snapshot without reaping first (dead owners' records still appear).
@@ -852,6 +866,24 @@ impl Ledger {
             Some(w) => Err(invalid(self.path.as_deref(), &w)),
         }
     }
+}
+
+/// How many times [`Ledger::snapshot`] reads the ledger at most to get a consistent cut.
+pub const SNAPSHOT_TRIES: usize = 1000;
+
+/// Whether every class total of `s` equals the sum of its VMs' charges in that class.
+pub fn snapshot_is_consistent(s: &Snapshot) -> bool {
+    s.nodes.iter().all(|n| {
+        n.classes.iter().all(|c| {
+            let sum = s
+                .vms
+                .iter()
+                .flat_map(|v| &v.reservations)
+                .filter(|r| r.node == n.id && r.page_size_bytes == c.page_size_bytes)
+                .fold(0u64, |a, r| a.saturating_add(r.bytes));
+            sum == c.reserved_bytes
+        })
+    })
 }
 
 /// A VM's record in the ledger and everything charged through it. Dropping it releases all
