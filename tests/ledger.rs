@@ -1,8 +1,9 @@
 //! The ledger in one process: semantics, refusals, reaping (with simulated deaths), the file
 //! home, hostile files, and a sequential model (proptest).
 
+mod common;
+use common::TempPath;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -12,24 +13,6 @@ use proptest::prelude::*;
 
 const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
-
-/// A path of this test's own under /dev/shm, removed on drop.
-struct TempPath(PathBuf);
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        let p = PathBuf::from(format!(
-            "/dev/shm/numapin-test-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        TempPath(p)
-    }
-}
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn two_classes() -> Vec<ClassSpec> {
     vec![

@@ -4,8 +4,10 @@
 //!
 //! The test binary is its own worker: `worker` runs a role when `NUMAPIN_LEDGER_WORKER` is set.
 
+mod common;
+use common::TempPath;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,23 +29,6 @@ fn classes() -> Vec<ClassSpec> {
             ..ClassSpec::new(NodeId(0), G1, 4 * G1)
         },
     ]
-}
-
-struct TempPath(PathBuf);
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        let p = PathBuf::from(format!(
-            "/dev/shm/numapin-test-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        TempPath(p)
-    }
-}
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 fn create(p: &Path) -> Arc<Ledger> {

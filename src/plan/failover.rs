@@ -370,11 +370,8 @@ pub fn recheck(fleet: &Fleet, base: &FailoverReport, changed: usize, budget: &Bu
 /// number of VMs); such scenarios are settled by the heuristics and proofs or not at all.
 pub const MAX_EXACT_ITEMS: usize = 256;
 
-/// Runs only the exact search on one scenario (no heuristics, no cheap proofs), for testing
-/// it against brute force: `Guaranteed` with [`Method::Exact`], `Impossible` with
-/// [`Proof::Exhausted`] (or [`Proof::NoSurvivors`]), or `NotProven`.
-pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
-    let mut ck = Checker::new(fleet);
+/// The failed hosts of a scenario: in range, ascending, each once.
+fn failed_hosts(fleet: &Fleet, failed: &[usize]) -> Vec<usize> {
     let mut failed: Vec<usize> = failed
         .iter()
         .copied()
@@ -382,6 +379,15 @@ pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
         .collect();
     failed.sort_unstable();
     failed.dedup();
+    failed
+}
+
+/// Runs only the exact search on one scenario (no heuristics, no cheap proofs), for testing
+/// it against brute force: `Guaranteed` with [`Method::Exact`], `Impossible` with
+/// [`Proof::Exhausted`] (or [`Proof::NoSurvivors`]), or `NotProven`.
+pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
+    let mut ck = Checker::new(fleet);
+    let failed = failed_hosts(fleet, failed);
     let mut items: Vec<usize> = failed
         .iter()
         .flat_map(|&h| ck.vms_of_host[h].iter().copied())
@@ -670,13 +676,7 @@ impl<'a> Checker<'a> {
 
     fn scenario(&mut self, failed: &[usize], budget: &Budget) -> Scenario {
         let fleet = self.fleet;
-        let mut failed: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|&h| h < fleet.hosts.len())
-            .collect();
-        failed.sort_unstable();
-        failed.dedup();
+        let failed = failed_hosts(fleet, failed);
         let mut displaced: Vec<usize> = failed
             .iter()
             .flat_map(|&h| self.vms_of_host[h].iter().copied())
