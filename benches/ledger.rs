@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,70 @@ impl MutexLedger {
         let mut g = self.inner.lock().unwrap();
         g.reserved[c] -= b;
         g.per_vm[vm][c] -= b;
+    }
+}
+
+/// The shared-file baseline: the same bookkeeping behind a spin lock in a shared mapping of a
+/// file (what a process-shared mutex amounts to when uncontended; unlike the ledger, a holder
+/// stopped with the lock held stops everyone).
+struct SpinLedger {
+    map: numapin::sys::SharedRegion,
+    _file: std::fs::File,
+}
+impl SpinLedger {
+    const LOCK: usize = 0;
+    const LIMIT: usize = 64;
+    const RESERVED: usize = 128;
+    const PER_VM: usize = 192;
+    fn new(p: &PathBuf) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .unwrap();
+        f.set_len(4096).unwrap();
+        let map = numapin::sys::SharedRegion::map_file(&f, 4096).unwrap();
+        map.u64_at(Self::LIMIT)
+            .unwrap()
+            .store(classes()[0].limit_bytes(), Ordering::Relaxed);
+        SpinLedger { map, _file: f }
+    }
+    fn w(&self, off: usize) -> &AtomicU64 {
+        self.map.u64_at(off).unwrap()
+    }
+    fn lock(&self) {
+        while self
+            .w(Self::LOCK)
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+    fn unlock(&self) {
+        self.w(Self::LOCK).store(0, Ordering::Release);
+    }
+    fn try_charge(&self, vm: usize, b: u64) -> bool {
+        self.lock();
+        let r = self.w(Self::RESERVED).load(Ordering::Relaxed);
+        let ok = r + b <= self.w(Self::LIMIT).load(Ordering::Relaxed);
+        if ok {
+            self.w(Self::RESERVED).store(r + b, Ordering::Relaxed);
+            let v = self.w(Self::PER_VM + 8 * vm);
+            v.store(v.load(Ordering::Relaxed) + b, Ordering::Relaxed);
+        }
+        self.unlock();
+        ok
+    }
+    fn release(&self, vm: usize, b: u64) {
+        self.lock();
+        let r = self.w(Self::RESERVED);
+        r.store(r.load(Ordering::Relaxed) - b, Ordering::Relaxed);
+        let v = self.w(Self::PER_VM + 8 * vm);
+        v.store(v.load(Ordering::Relaxed) - b, Ordering::Relaxed);
+        self.unlock();
     }
 }
 
@@ -117,9 +182,18 @@ fn single(c: &mut Criterion) {
             fvm.release_class(0, black_box(M2)).unwrap();
         })
     });
+    let sp = path("spin");
+    let spin = SpinLedger::new(&sp);
+    g.bench_function("spin lock, shared file", |b| {
+        b.iter(|| {
+            assert!(spin.try_charge(0, black_box(M2)));
+            spin.release(0, black_box(M2));
+        })
+    });
     g.finish();
     drop(fvm);
     let _ = std::fs::remove_file(p);
+    let _ = std::fs::remove_file(sp);
 }
 
 /// Two threads doing charge+release on the same class; the time is per pair per thread.

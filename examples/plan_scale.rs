@@ -1,6 +1,7 @@
 //! N+1 (and N+2 on small fleets) over synthetic fleets of growing size, with timings.
 //!
-//! `cargo run --release --example plan_scale [--vms N] [--max-ms MS] [HOSTS...]` (default 50 VMs per host,
+//! `cargo run --release --example plan_scale -- [--vms N] [--max-ms MS] [--headroom] [HOSTS...]`
+//! (default 50 VMs per host,
 //! 100 1000 10000 hosts; about 100 VMs per host fill the fleet to about 90%). Each size
 //! prints the verdict, the scenario count and min/median wall time over several runs; the
 //! machine may be shared, so read the minimum. `--max-ms` exits 1 when the fastest N+1 run of
@@ -9,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use numapin::plan::failover::{check, Budget, Outcome};
+use numapin::plan::headroom::headroom;
 use numapin::plan::sim::synthetic_fleet;
 
 fn stats(mut t: Vec<Duration>) -> (Duration, Duration) {
@@ -20,12 +22,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut vms = 50;
     let mut max_ms: Option<u128> = None;
+    let mut with_headroom = false;
     let mut sizes = Vec::new();
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--vms" {
             vms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(vms);
             i += 1;
+        } else if args[i] == "--headroom" {
+            with_headroom = true;
         } else if args[i] == "--max-ms" {
             max_ms = args.get(i + 1).and_then(|v| v.parse().ok());
             i += 1;
@@ -93,5 +98,15 @@ fn main() {
             }
         }
         eprintln!("  (fleet of {hosts} hosts built in {build:?})");
+        if with_headroom {
+            let t = Instant::now();
+            let h = headroom(&fleet, 2 << 20, true, 1, 8, &budget);
+            println!(
+                "        headroom 2M single-node keeping N+1: {} GiB ({} N+1 checks) in {:?}",
+                h.admissible_bytes >> 30,
+                h.checks,
+                t.elapsed()
+            );
+        }
     }
 }

@@ -100,6 +100,9 @@ pub struct ReservationBuilder {
     verify_limit: u64,
     topology: Option<Topology>,
     cpus: Option<Vec<u32>>,
+    // Ledger (issue 3): where to charge, and the VM's name there.
+    ledger: Option<Arc<crate::ledger::Ledger>>,
+    vm: Option<String>,
 }
 
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
@@ -316,9 +319,17 @@ impl fmt::Display for Report {
 pub struct Reservation {
     map: Mapping,
     report: Report,
+    /// The ledger charge, released after the mapping (field order: `map` drops first).
+    charge: Option<crate::ledger::Charge>,
 }
 
 impl Reservation {
+    /// The ledger charge this reservation holds (see [`ReservationBuilder::ledger`]); use it
+    /// to report the guest's usage ([`crate::ledger::Charge::set_guest_used`]).
+    pub fn charge(&self) -> Option<&crate::ledger::Charge> {
+        self.charge.as_ref()
+    }
+
     /// Starts a reservation of `size` bytes.
     pub fn builder(size: u64) -> ReservationBuilder {
         ReservationBuilder {
@@ -332,6 +343,8 @@ impl Reservation {
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
             cpus: None,
+            ledger: None,
+            vm: None,
         }
     }
 
@@ -478,6 +491,34 @@ impl ReservationBuilder {
         self
     }
 
+    /// Charges the reservation to this ledger before mapping (refused with
+    /// [`Error::AdmissionRefused`] if it does not fit), refunds on any failure, and holds the
+    /// charge for as long as the [`Reservation`] lives.
+    pub fn ledger(mut self, ledger: Arc<crate::ledger::Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The VM's name in the ledger. Without [`ReservationBuilder::ledger`], the host ledger
+    /// ([`crate::ledger::default_path`]) is opened (created if needed).
+    pub fn vm(mut self, name: impl Into<String>) -> Self {
+        self.vm = Some(name.into());
+        self
+    }
+
+    /// Charges the plan to the ledger, if one was asked for.
+    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::Charge>> {
+        let ledger = match (&self.ledger, &self.vm) {
+            (None, None) => return Ok(None),
+            (Some(l), _) => Arc::clone(l),
+            (None, Some(_)) => {
+                Arc::new(crate::ledger::Ledger::open(crate::ledger::default_path())?)
+            }
+        };
+        let name = self.vm.as_deref().unwrap_or("unnamed");
+        crate::ledger::charge_plan(&ledger, name, plan).map(Some)
+    }
+
     /// Decides page size, nodes and threads, and checks that the host can satisfy the request,
     /// without mapping anything.
     ///
@@ -503,8 +544,15 @@ impl ReservationBuilder {
     pub fn build(self) -> Result<Reservation> {
         let t0 = Instant::now();
         let plan = self.preflight()?;
+        let charge = self.charge(&plan)?;
         let preflight_seconds = t0.elapsed().as_secs_f64();
-        build(plan, preflight_seconds)
+        // On error `charge` drops here: the refund.
+        let mut r = build(plan, preflight_seconds)?;
+        if let Some(c) = &charge {
+            c.set_populated(r.map.len as u64);
+        }
+        r.charge = charge;
+        Ok(r)
     }
 }
 
@@ -1030,7 +1078,11 @@ fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
         notes,
         [preflight_seconds, map_seconds],
     )?;
-    Ok(Reservation { map, report })
+    Ok(Reservation {
+        map,
+        report,
+        charge: None,
+    })
 }
 
 /// Maps, binds, advises and locks: everything before the first fault.
@@ -1328,7 +1380,13 @@ pub struct PendingReservation {
     started: Instant,
     guarantee: FaultGuarantee,
     page_size: PageSize,
+    /// The ledger charge, moved into the reservation by `wait` (refunded if it fails).
+    charge: Option<crate::ledger::Charge>,
 }
+
+/// A mapping whose population failed, with its ledger charge: kept by the vm-memory owner for
+/// as long as guest regions point into it (unmapped first, then refunded, when dropped).
+pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::Charge>);
 
 struct Pending {
     shared: Arc<Shared>,
@@ -1401,14 +1459,14 @@ impl PendingReservation {
     /// [`Error::Populate`] or [`Error::Misplaced`] from the workers, exactly as
     /// [`ReservationBuilder::build`] would return them; the region is unmapped then.
     pub fn wait(self) -> Result<Reservation> {
-        // On error the mapping is dropped here, which unmaps it.
-        self.finish().map_err(|(e, _mapping)| e)
+        // On error the mapping is dropped here, which unmaps it, then refunds the charge.
+        self.finish().map_err(|failed| failed.0)
     }
 
     /// Waits for the workers and hands back the mapping whatever the outcome: on error the
     /// caller decides when to unmap (the vm-memory owner keeps it mapped for as long as guest
     /// regions point into it).
-    pub(crate) fn finish(mut self) -> std::result::Result<Reservation, (Error, Mapping)> {
+    pub(crate) fn finish(mut self) -> std::result::Result<Reservation, Box<(Error, HeldMapping)>> {
         let Pending { shared, worker } = self.inner.take().expect("present until wait or drop");
         let outcome = worker
             .join()
@@ -1416,12 +1474,21 @@ impl PendingReservation {
         // The worker dropped its handle on `shared` when its closure returned (or unwound),
         // before join() did, so ours is the last one.
         let shared = Arc::into_inner(shared).expect("the worker released the mapping");
+        let charge = self.charge.take();
         match outcome {
-            Ok(report) => Ok(Reservation {
-                map: shared.map,
-                report,
-            }),
-            Err(e) => Err((e, shared.map)),
+            Ok(report) => {
+                if let Some(c) = &charge {
+                    c.set_populated(shared.map.len as u64);
+                }
+                Ok(Reservation {
+                    map: shared.map,
+                    report,
+                    charge,
+                })
+            }
+            // The charge stays with the mapping: the pages are held until it is unmapped
+            // (tuple fields drop in order: unmapped first, then refunded).
+            Err(e) => Err(Box::new((e, (shared.map, charge)))),
         }
     }
 }
@@ -1448,6 +1515,7 @@ impl ReservationBuilder {
     pub fn build_background(self) -> Result<PendingReservation> {
         let t0 = Instant::now();
         let plan = self.preflight()?;
+        let charge = self.charge(&plan)?;
         let preflight_seconds = t0.elapsed().as_secs_f64();
         let mut notes = plan.notes.clone();
         let t_map = Instant::now();
@@ -1484,6 +1552,7 @@ impl ReservationBuilder {
             started: Instant::now(),
             guarantee,
             page_size,
+            charge,
         })
     }
 }

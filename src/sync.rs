@@ -27,8 +27,14 @@ impl AtomicU128 {
     pub(crate) fn load(&self, _o: Ordering) -> u128 {
         *self.0.lock().unwrap()
     }
-    pub(crate) fn store(&self, v: u128, _o: Ordering) {
-        *self.0.lock().unwrap() = v;
+    pub(crate) fn compare_exchange(
+        &self,
+        current: u128,
+        new: u128,
+        s: Ordering,
+        f: Ordering,
+    ) -> Result<u128, u128> {
+        self.compare_exchange_weak(current, new, s, f)
     }
     pub(crate) fn compare_exchange_weak(
         &self,

@@ -564,6 +564,7 @@ impl SharedRegion {
 
     /// The 8-byte word at byte offset `off`, or `None` if `off` is not 8-aligned or the word
     /// does not lie inside the mapping.
+    #[inline]
     pub fn u64_at(&self, off: usize) -> Option<&std::sync::atomic::AtomicU64> {
         if off % 8 != 0 || off.checked_add(8)? > self.len {
             return None;
@@ -587,6 +588,7 @@ impl SharedRegion {
 
     /// The 16-byte word at byte offset `off`, or `None` if `off` is not 16-aligned or the word
     /// does not lie inside the mapping.
+    #[inline]
     pub fn u128_at(&self, off: usize) -> Option<&portable_atomic::AtomicU128> {
         if off % 16 != 0 || off.checked_add(16)? > self.len {
             return None;

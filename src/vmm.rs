@@ -62,7 +62,7 @@ use vm_memory::{
 
 use crate::error::{Error, Result};
 use crate::reservation::{
-    FaultGuarantee, Mapping, PendingReservation, PopulateProgress, Report, Reservation,
+    FaultGuarantee, PendingReservation, PopulateProgress, Report, Reservation,
 };
 use crate::units::PageSize;
 
@@ -127,7 +127,7 @@ enum State {
     /// Population failed. The mapping stays until the owner is dropped, because guest regions
     /// (and a running guest) may still point into it.
     Failed {
-        _mapping: Mapping,
+        _mapping: crate::reservation::HeldMapping,
         message: String,
         progress: PopulateProgress,
     },
@@ -275,7 +275,8 @@ impl RegionOwner {
                                 *st = State::Ready(r);
                                 return Ok(report);
                             }
-                            Err((e, mapping)) => {
+                            Err(failed) => {
+                                let (e, mapping) = *failed;
                                 *st = State::Failed {
                                     _mapping: mapping,
                                     message: e.to_string(),

@@ -1,8 +1,9 @@
 //! The ledger in one process: semantics, refusals, reaping (with simulated deaths), the file
 //! home, hostile files, and a sequential model (proptest).
 
+mod common;
+use common::TempPath;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -12,24 +13,6 @@ use proptest::prelude::*;
 
 const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
-
-/// A path of this test's own under /dev/shm, removed on drop.
-struct TempPath(PathBuf);
-impl TempPath {
-    fn new(name: &str) -> TempPath {
-        let p = PathBuf::from(format!(
-            "/dev/shm/numapin-test-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        TempPath(p)
-    }
-}
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn two_classes() -> Vec<ClassSpec> {
     vec![
@@ -127,6 +110,11 @@ fn refusal_carries_the_numbers() {
         .unwrap_err()
         .to_string();
     assert!(m.contains("whole capacity by 1 GiB"), "{m}");
+    // Larger than a ledger can count: still a refusal with the numbers.
+    assert!(matches!(
+        l.try_charge("e", NodeId(1), G1, u64::MAX / 2),
+        Err(Error::AdmissionRefused { .. })
+    ));
     // Unknown class.
     assert!(matches!(
         l.try_charge("d", NodeId(7), M2, M2),
@@ -495,4 +483,92 @@ proptest! {
             l.audit().unwrap();
         }
     }
+}
+
+// ---- crashes at every step of an operation --------------------------------------------------
+
+static DEAD_SET: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn alive_unless_listed(owner: u64) -> bool {
+    !DEAD_SET.lock().unwrap().contains(&owner)
+}
+
+#[test]
+fn a_crash_at_any_step_is_settled_exactly() {
+    use numapin::ledger::Crash;
+    let mut pid = 3000;
+    for at in [
+        Crash::AfterIntent,
+        Crash::AfterCounter,
+        Crash::AfterCharge,
+        Crash::Never,
+    ] {
+        for delta in [4 * M2 as i64, -4 * M2 as i64, 200 * M2 as i64] {
+            for overwritten in [false, true] {
+                pid += 1;
+                let l = Arc::new(
+                    Ledger::in_memory(&two_classes(), 8)
+                        .unwrap()
+                        .with_liveness(alive_unless_listed),
+                );
+                let mut other = l.vm_as("other", fake(pid + 10_000)).unwrap();
+                other.try_charge(NodeId(0), M2, 20 * M2).unwrap();
+                let mut v = l.vm_as("v", fake(pid)).unwrap();
+                v.try_charge(NodeId(0), M2, 10 * M2).unwrap();
+                v.try_charge(NodeId(1), G1, G1).unwrap();
+                v.crash_during(0, delta, at).unwrap();
+                if overwritten {
+                    // Someone else moves the counter, replacing the dead operation's tag.
+                    other.try_charge(NodeId(0), M2, M2).unwrap();
+                    other.release(NodeId(0), M2, M2).unwrap();
+                }
+                DEAD_SET.lock().unwrap().push(fake(pid));
+                assert_eq!(l.reap_as(fake(99_999)).unwrap(), 1);
+                assert_eq!(
+                    (reserved(&l, 0), reserved(&l, 1)),
+                    (20 * M2, 0),
+                    "crash {at:?}, delta {delta}, overwritten {overwritten}"
+                );
+                l.audit().unwrap();
+                drop(other);
+                assert_eq!(reserved(&l, 0), 0);
+            }
+        }
+    }
+}
+
+/// `snapshot()` returns a consistent cut (class totals = sum of VM charges) even while another
+/// thread charges and releases without pause.
+#[test]
+fn snapshots_under_churn_are_consistent_cuts() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let l = mem(8);
+    let ops = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (l, stop, ops) = (l.clone(), stop.clone(), ops.clone());
+        std::thread::spawn(move || {
+            let mut c = l.vm("churn").unwrap();
+            while !stop.load(Relaxed) {
+                c.try_charge(NodeId(0), M2, M2).unwrap();
+                c.release(NodeId(0), M2, M2).unwrap();
+                ops.fetch_add(1, Relaxed);
+            }
+        })
+    };
+    let mut steady = l.vm("steady").unwrap();
+    steady.try_charge(NodeId(0), M2, 3 * M2).unwrap();
+    let mut snaps = 0;
+    // At least 300 snapshots, taken while the other thread has done at least 10,000 operations.
+    while snaps < 300 || ops.load(Relaxed) < 10_000 {
+        let s = l.snapshot().unwrap();
+        assert!(numapin::ledger::snapshot_is_consistent(&s), "{s:?}");
+        snaps += 1;
+    }
+    stop.store(true, Relaxed);
+    churn.join().unwrap();
+    // And a torn picture is recognised as such.
+    let mut s = l.snapshot().unwrap();
+    s.nodes[0].classes[0].reserved_bytes += M2;
+    assert!(!numapin::ledger::snapshot_is_consistent(&s));
 }

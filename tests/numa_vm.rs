@@ -23,7 +23,14 @@ use harness::{Spec, Tools};
 /// One guest at a time: each keeps the machine's CPUs busy (TCG), and timings stay readable.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn boot_and_check(spec: Spec) {
+fn boot_and_check(mut spec: Spec) {
+    if let Ok(only) = std::env::var("NUMAVM_ONLY") {
+        spec.only = only
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+    }
     let tools = Tools::find();
     if !common::need(
         tools.is_ok(),
@@ -125,6 +132,15 @@ fn spec_round_trips_and_names_every_scenario_once() {
         d.dedup();
         assert_eq!(d.len(), names.len());
     }
+    let mut only = Spec::asym4();
+    only.only = vec!["bind.n1.".into(), "short.".into()];
+    assert_eq!(Spec::from_text(&only.to_text()), only);
+    let names = only.scenarios();
+    assert_eq!(names[0], "pools");
+    assert!(names[1..]
+        .iter()
+        .all(|n| n.starts_with("bind.n1.") || n.starts_with("short.")));
+    assert!(names.contains(&"bind.n1.1g".to_string()) && names.contains(&"short.cli".to_string()));
     assert!(Spec::asym4()
         .scenarios()
         .contains(&"default.nearest".to_string()));

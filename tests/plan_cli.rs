@@ -184,3 +184,59 @@ fn headroom_rightsize_ha_and_placement_sections() {
     assert!(t.contains("headroom (1G pages, one node)"), "{t}");
     assert!(t.contains("slot policy"), "{t}");
 }
+
+/// `real-status-*.json` were printed by `numapin status --json` (the ledger's command) on the
+/// development VM: host a with two VMs of base pages (one reporting guest use), host b with an
+/// empty ledger. Both hosts are named `vm`.
+#[test]
+fn real_status_snapshots() {
+    let o = plan(&[
+        "real-status-a.json",
+        "real-status-b.json",
+        "--headroom",
+        "4k",
+        "--rightsize",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &v["failover"]["scenarios"];
+    assert_eq!(s[0]["failed"], serde_json::json!(["vm"]));
+    assert_eq!(s[1]["failed"], serde_json::json!(["vm#1"]));
+    for m in s[0]["moves"].as_array().unwrap() {
+        assert_eq!(m["parts"][0]["host"], "vm#1");
+    }
+    // A VM on b must fit into a's free 4K class if b fails: a has 11.04 GiB available.
+    let a: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{DATA}real-status-a.json")).unwrap(),
+    )
+    .unwrap();
+    let a_free = a["nodes"][0]["classes"][0]["available_bytes"]
+        .as_u64()
+        .unwrap();
+    let h = v["headroom"]["admissible_bytes"].as_u64().unwrap();
+    assert!(h > 0 && h <= a_free, "{h} vs {a_free}");
+    assert_eq!(v["rightsize"]["candidates"][0]["vm"], "web-1");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let o = plan(&["tight-a.json", "--headroom", "1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--place", "8GiB:1g"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no host offers 1G pages"),
+        "{}",
+        stderr(&o)
+    );
+    let o = plan(&["tight-a.json", "--rightsize", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = plan(&["tight-a.json", "--place", "lots"]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -16,6 +16,14 @@ fn node0() -> NodeId {
 }
 
 /// Whether a mapping starts at `addr` in /proc/self/maps.
+/// The tests of this file check that addresses are (un)mapped, which a concurrent test of the
+/// same process could map again right after: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn mapped_at(addr: *const u8) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let want = format!("{:x}-", addr as usize);
@@ -34,6 +42,7 @@ fn host_byte(mem: &NumaGuestMemory, at: GuestAddress) -> u8 {
 
 #[test]
 fn two_hugetlb_regions_bytes_land_in_the_reserved_pages() {
+    let _serial = serial();
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
@@ -112,6 +121,7 @@ fn two_hugetlb_regions_bytes_land_in_the_reserved_pages() {
 
 #[test]
 fn the_mapping_goes_exactly_when_the_last_region_does() {
+    let _serial = serial();
     let r = Reservation::builder(4 << 20)
         .page_size(PageSize::Base4K)
         .lock(false)
@@ -150,6 +160,7 @@ fn the_mapping_goes_exactly_when_the_last_region_does() {
 
 #[test]
 fn a_refused_layout_releases_its_reservations() {
+    let _serial = serial();
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
@@ -189,6 +200,7 @@ fn a_refused_layout_releases_its_reservations() {
 
 #[test]
 fn a_guest_runs_on_regions_still_being_populated() {
+    let _serial = serial();
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
@@ -251,6 +263,7 @@ fn a_guest_runs_on_regions_still_being_populated() {
 /// guest may already use it — and goes with the region.
 #[test]
 fn a_failed_population_keeps_the_memory_until_the_region_goes() {
+    let _serial = serial();
     let node = node0();
     let _lock = pools_exclusive();
     let free = free_pages(node.0, 2048);
@@ -300,6 +313,7 @@ fn a_failed_population_keeps_the_memory_until_the_region_goes() {
 /// `insert_region`, and stay owned the same way.
 #[test]
 fn regions_can_be_hot_plugged() {
+    let _serial = serial();
     let base = |size| {
         Reservation::builder(size)
             .page_size(PageSize::Base4K)
@@ -336,6 +350,7 @@ fn regions_can_be_hot_plugged() {
 /// to the inner `AtomicBitmap`.
 #[test]
 fn dirty_tracking_goes_through_the_owner() {
+    let _serial = serial();
     use vm_memory::bitmap::{AtomicBitmap, Bitmap};
     let r = Reservation::builder(1 << 20)
         .page_size(PageSize::Base4K)

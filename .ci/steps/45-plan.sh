@@ -14,13 +14,26 @@ cargo build --release --quiet --bin numapin --example plan_scale --example plan_
 # The policy simulation, briefly.
 ./target/release/examples/plan_sim 1000
 
-# A real snapshot of this host, when the ledger's `status` command is there.
+# A real snapshot of this host from the ledger's `numapin status --json`, with one VM charged
+# (a 64 MiB base-page reservation held for a few seconds), in a private ledger file.
 snap=$(mktemp --suffix=.json)
-trap 'rm -f "$snap"' EXIT
-if ./target/release/numapin status --json >"$snap" 2>/dev/null; then
+ledger=$(mktemp -u /dev/shm/numapin-plan-ci.XXXXXX)
+holder=
+cleanup() {
+  [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
+  rm -f "$snap" "$ledger"
+}
+trap cleanup EXIT
+if ./target/release/numapin status --ledger "$ledger" --json >"$snap" 2>/dev/null; then
+  ./target/release/numapin reserve --vm ci-plan --size 64MiB --page-size 4k --ledger "$ledger" \
+    --hold-secs 10 >/dev/null &
+  holder=$!
+  sleep 3
+  ./target/release/numapin status --ledger "$ledger" --guest-used ci-plan=16MiB --json >"$snap"
+  grep -q '"ci-plan"' "$snap" || echo "note: the held reservation is not in the snapshot"
   # Two copies stand for two identical hosts. Any verdict is fine; an error (1, 2) is not.
   rc=0
-  ./target/release/numapin plan "$snap" "$snap" --headroom 2m --rightsize --ha || rc=$?
+  ./target/release/numapin plan "$snap" "$snap" --headroom 4k --rightsize --ha || rc=$?
   echo "plan on this host's snapshot: exit $rc (0 guaranteed, 3 impossible, 4 not proven)"
   case $rc in 0 | 3 | 4) ;; *) exit 1 ;; esac
 else

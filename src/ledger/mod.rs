@@ -35,6 +35,7 @@
 //! [`crate::Error::LedgerInvalid`], never a panic or an out-of-bounds
 //! access.
 
+pub mod metrics;
 mod region;
 mod table;
 
@@ -47,6 +48,7 @@ use crate::topology::Topology;
 use crate::units::{NodeId, PageSize};
 
 use region::Region;
+pub use table::Crash;
 use table::{
     owner_parts, owner_word, Bad, Geometry, Stat, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT,
     D_NODE, D_PAGE, D_RESERVE, H_CLASSES, H_LEN, H_MAGIC, H_PIDNS, H_SLOTS, H_VERSION, MAGIC,
@@ -171,6 +173,26 @@ pub struct LedgerConfig {
     pub group: Option<u32>,
 }
 
+impl LedgerConfig {
+    /// The defaults, overridden by `NUMAPIN_LEDGER_SLOTS` (VM records),
+    /// `NUMAPIN_LEDGER_HEADROOM_PPM` (headroom in millionths of capacity) and
+    /// `NUMAPIN_LEDGER_GID` (group allowed to use the file) where set to a number.
+    pub fn from_env() -> LedgerConfig {
+        fn num(k: &str) -> Option<u64> {
+            std::env::var(k).ok()?.trim().parse().ok()
+        }
+        let d = LedgerConfig::default();
+        LedgerConfig {
+            slots: num("NUMAPIN_LEDGER_SLOTS")
+                .map_or(d.slots, |v| v.min(u64::from(u32::MAX)) as u32),
+            headroom_ppm: num("NUMAPIN_LEDGER_HEADROOM_PPM")
+                .map_or(d.headroom_ppm, |v| v.min(1_000_000) as u32),
+            base_reserve_bytes: d.base_reserve_bytes,
+            group: num("NUMAPIN_LEDGER_GID").map(|g| g as u32).or(d.group),
+        }
+    }
+}
+
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
@@ -237,13 +259,25 @@ impl Ledger {
     }
 
     /// Opens the host ledger at `path`, creating it from this host's topology
-    /// ([`ClassSpec::from_topology`], [`LedgerConfig::default`]) if it does not exist.
+    /// ([`ClassSpec::from_topology`], [`LedgerConfig::from_env`]) if it does not exist.
     ///
     /// # Errors
     /// As [`Ledger::open_existing`] and [`Ledger::create`].
     #[cfg(not(loom))]
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
-        Self::open_or_create(path, &LedgerConfig::default())
+        Self::open_or_create(path, &LedgerConfig::from_env())
+    }
+
+    /// Under loom there are no files: the models use [`Ledger::in_memory`].
+    ///
+    /// # Errors
+    /// Always [`Error::InvalidConfig`].
+    #[cfg(loom)]
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
+        Err(Error::InvalidConfig(format!(
+            "no ledger files under cfg(loom): {}",
+            path.as_ref().display()
+        )))
     }
 
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
@@ -365,7 +399,7 @@ impl Ledger {
                 region: Region(region),
                 geo,
             };
-            init_table(&t, classes).map_err(|b| invalid(Some(path), &b.0))?;
+            init_table(&t, classes).map_err(|b| invalid(Some(path), &b.text()))?;
             drop(t);
             match std::fs::hard_link(&tmp, path) {
                 Ok(()) => {}
@@ -426,10 +460,10 @@ impl Ledger {
             let d = table.geo.desc_off(c);
             let node = table
                 .load(d + D_NODE)
-                .map_err(|b| invalid(path.as_deref(), &b.0))?;
+                .map_err(|b| invalid(path.as_deref(), &b.text()))?;
             let page = table
                 .load(d + D_PAGE)
-                .map_err(|b| invalid(path.as_deref(), &b.0))?;
+                .map_err(|b| invalid(path.as_deref(), &b.text()))?;
             classes.push((NodeId(node as u32), page));
         }
         Ok(Ledger {
@@ -446,7 +480,7 @@ impl Ledger {
     }
 
     fn bad(&self, b: Bad) -> Error {
-        invalid(self.path.as_deref(), &b.0)
+        invalid(self.path.as_deref(), &b.text())
     }
 
     /// The index of a class.
@@ -551,15 +585,17 @@ impl Ledger {
             // no-op then, and gives the next sequence number.
             let seq = t.resolve(s)?;
             let mut charged = Vec::with_capacity(t.geo.classes);
+            let mut lanes = Vec::with_capacity(t.geo.classes);
             for c in 0..t.geo.classes {
                 charged.push(t.charged(s, c)?);
+                lanes.push(t.lane(s, c)?);
             }
             t.clear_info(s)?;
             t.set_name(s, name)?;
-            Ok((seq, charged))
+            Ok((seq, charged, lanes))
         })();
         match r {
-            Ok((seq, charged)) => {
+            Ok((seq, charged, lanes)) => {
                 let mut ch = Charge {
                     ledger: Arc::clone(self),
                     slot: s,
@@ -568,6 +604,7 @@ impl Ledger {
                     seq,
                     last: vec![None; charged.len()],
                     charged,
+                    lanes,
                 };
                 // A free slot should hold no charge; if a corrupted one does, give it back.
                 if ch.charged.iter().any(|&b| b != 0) {
@@ -602,6 +639,33 @@ impl Ledger {
         self.path
             .clone()
             .unwrap_or_else(|| PathBuf::from("<in-memory>"))
+    }
+
+    /// Records guest-used bytes for every record named `name` (optionally only those of
+    /// process `pid`), for a VMM or an operator tool that is not the record's holder (e.g.
+    /// `numapin status --guest-used NAME=SIZE`). Returns how many records were updated.
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    pub fn set_guest_used(&self, name: &str, pid: Option<u32>, bytes: u64) -> Result<usize> {
+        let t = &self.table;
+        let r = (|| -> table::R<usize> {
+            let mut n = 0;
+            for s in 0..t.geo.slots {
+                let o = t.owner(s)?;
+                if o == 0 || o & OWNER_REAPING != 0 || t.name(s)? != name {
+                    continue;
+                }
+                if pid.is_some_and(|p| p != owner_parts(o).0) {
+                    continue;
+                }
+                t.set_stat(s, Stat::GuestUsed, bytes)?;
+                t.raise_stat(s, Stat::GuestPeak, bytes)?;
+                n += 1;
+            }
+            Ok(n)
+        })();
+        r.map_err(|b| self.bad(b))
     }
 
     // ---- reaping -------------------------------------------------------------------------
@@ -644,7 +708,7 @@ impl Ledger {
             let from = t.charged(s, c)?;
             if from != 0 {
                 // Never refused: a release has no limit. Errors only for corrupted counters.
-                let _ = t.apply(s, seq, c, from, 0, None, None)?;
+                let _ = t.apply(s, seq, c, from, 0, None, None, Crash::Never)?;
                 seq += 1;
             }
         }
@@ -658,11 +722,25 @@ impl Ledger {
     /// Reaps dead owners, then returns the ledger as a [`Snapshot`] (what
     /// `numapin status --json` prints). Records of one VM name held by one process are merged.
     ///
+    /// The class totals and the VMs' charges are read one after the other, so a charge or
+    /// release in between would tear the picture (a total that no set of VM charges explains,
+    /// which the planner rightly refuses). The snapshot is therefore read again, up to
+    /// [`SNAPSHOT_TRIES`] times, until every class total equals the sum of the VMs' charges in
+    /// it: a consistent cut. Only under unceasing churn can a torn snapshot come back.
+    ///
     /// # Errors
     /// [`Error::LedgerInvalid`] if the file holds out-of-range values.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _ = self.reap()?;
-        self.snapshot_no_reap()
+        let mut snap = self.snapshot_no_reap()?;
+        for _ in 1..SNAPSHOT_TRIES {
+            if snapshot_is_consistent(&snap) {
+                break;
+            }
+            std::thread::yield_now();
+            snap = self.snapshot_no_reap()?;
+        }
+        Ok(snap)
     }
 
     /// The snapshot without reaping first (dead owners' records still appear).
@@ -790,6 +868,24 @@ impl Ledger {
     }
 }
 
+/// How many times [`Ledger::snapshot`] reads the ledger at most to get a consistent cut.
+pub const SNAPSHOT_TRIES: usize = 1000;
+
+/// Whether every class total of `s` equals the sum of its VMs' charges in that class.
+pub fn snapshot_is_consistent(s: &Snapshot) -> bool {
+    s.nodes.iter().all(|n| {
+        n.classes.iter().all(|c| {
+            let sum = s
+                .vms
+                .iter()
+                .flat_map(|v| &v.reservations)
+                .filter(|r| r.node == n.id && r.page_size_bytes == c.page_size_bytes)
+                .fold(0u64, |a, r| a.saturating_add(r.bytes));
+            sum == c.reserved_bytes
+        })
+    })
+}
+
 /// A VM's record in the ledger and everything charged through it. Dropping it releases all
 /// its charges and frees the record; if the process dies instead, the next admission, status
 /// or [`Ledger::reap`] does.
@@ -807,6 +903,8 @@ pub struct Charge {
     charged: Vec<u64>,
     /// Per class, the counter word we wrote last: the guess for the next compare-exchange.
     last: Vec<Option<u128>>,
+    /// Per class, the offsets of our words (validated at claim).
+    lanes: Vec<table::Lane>,
 }
 
 impl Charge {
@@ -840,13 +938,32 @@ impl Charge {
             .get(c)
             .ok_or_else(|| invalid(self.ledger.path(), "class index out of range"))?;
         let to = from.saturating_add(bytes);
+        if self.fast(c, from, to) {
+            return Ok(());
+        }
+        if to > table::MAX_BYTES {
+            // More than any limit can be (limits are at most 4 PiB): a refusal, not corruption.
+            let t = &self.ledger.table;
+            let limit = t.limit(c).map_err(|b| self.ledger.bad(b))?;
+            let reserved = t.read_counter(c).map_err(|b| self.ledger.bad(b))?.bytes;
+            return Err(self.refusal(c, bytes, reserved, limit));
+        }
         for attempt in 0..2 {
             let t = &self.ledger.table;
             let limit = t.limit(c).map_err(|b| self.ledger.bad(b))?;
             let seq = self.seq;
             self.seq += 1;
             match t
-                .apply(self.slot, seq, c, from, to, Some(limit), self.last[c])
+                .apply(
+                    self.slot,
+                    seq,
+                    c,
+                    from,
+                    to,
+                    Some(limit),
+                    self.last[c],
+                    Crash::Never,
+                )
                 .map_err(|b| self.ledger.bad(b))?
             {
                 Ok(w) => {
@@ -863,6 +980,28 @@ impl Charge {
             }
         }
         unreachable!("the loop returns on its second attempt")
+    }
+
+    /// The fast path ([`table::Table::fast_apply`]); false when it declined and `apply` must
+    /// run (with the same sequence number, since nothing was applied).
+    #[inline]
+    fn fast(&mut self, c: usize, from: u64, to: u64) -> bool {
+        let (Some(Some(guess)), Some(lane)) = (self.last.get(c), self.lanes.get(c)) else {
+            return false;
+        };
+        match self
+            .ledger
+            .table
+            .fast_apply(lane, self.seq, from, to, *guess)
+        {
+            Some(w) => {
+                self.seq += 1;
+                self.charged[c] = to;
+                self.last[c] = Some(w);
+                true
+            }
+            None => false,
+        }
     }
 
     fn refusal(&self, c: usize, requested: u64, reserved: u64, limit: u64) -> Error {
@@ -882,6 +1021,29 @@ impl Charge {
             host_reserve,
             headroom: headroom(capacity, u64::from(ppm)),
         }
+    }
+
+    /// Simulates this process dying in the middle of an operation: runs a charge
+    /// (`bytes > 0`) or release (`bytes < 0`) on class `c` up to `at`, then abandons the record
+    /// without releasing anything, as a SIGKILL there would. For tests and models; the owner
+    /// must then be made "dead" for the reaper ([`Ledger::with_liveness`]).
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    #[doc(hidden)]
+    pub fn crash_during(mut self, c: usize, bytes: i64, at: Crash) -> Result<()> {
+        let from = self.charged.get(c).copied().unwrap_or(0);
+        let to = from.saturating_add_signed(bytes);
+        let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
+        let seq = self.seq;
+        let _ = self
+            .ledger
+            .table
+            .apply(self.slot, seq, c, from, to, Some(limit), None, at)
+            .map_err(|b| self.ledger.bad(b))?;
+        // Dead: no Drop, no release.
+        self.pid = 0;
+        Ok(())
     }
 
     /// Gives back `bytes` of this record's charge on (node, class).
@@ -909,7 +1071,7 @@ impl Charge {
                 reason: format!("only {from} bytes are charged on this class"),
             });
         }
-        if bytes == 0 {
+        if bytes == 0 || self.fast(c, from, from - bytes) {
             return Ok(());
         }
         let seq = self.seq;
@@ -917,7 +1079,16 @@ impl Charge {
         let w = self
             .ledger
             .table
-            .apply(self.slot, seq, c, from, from - bytes, None, self.last[c])
+            .apply(
+                self.slot,
+                seq,
+                c,
+                from,
+                from - bytes,
+                None,
+                self.last[c],
+                Crash::Never,
+            )
             .map_err(|b| self.ledger.bad(b))?;
         self.charged[c] = from - bytes;
         self.last[c] = w.ok();
@@ -968,9 +1139,7 @@ impl Charge {
     pub fn set_guest_used(&self, bytes: u64) {
         let t = &self.ledger.table;
         let _ = t.set_stat(self.slot, Stat::GuestUsed, bytes);
-        if t.stat(self.slot, Stat::GuestPeak).unwrap_or(0) < bytes {
-            let _ = t.set_stat(self.slot, Stat::GuestPeak, bytes);
-        }
+        let _ = t.raise_stat(self.slot, Stat::GuestPeak, bytes);
     }
 }
 
@@ -989,6 +1158,36 @@ impl Drop for Charge {
             let _ = t.free(self.slot, self.owner);
         }
     }
+}
+
+/// Charges what a reservation plan will take: per node of the plan, its share of the size in
+/// the plan's page-size class (one node: all of it; several: an even split in whole pages, as
+/// interleave places them). All or nothing: a refusal on one node refunds the others.
+pub(crate) fn charge_plan(
+    ledger: &Arc<Ledger>,
+    name: &str,
+    plan: &crate::reservation::Plan,
+) -> Result<Charge> {
+    let class = class_of(plan.page_size).ok_or_else(|| {
+        Error::InvalidConfig("the plan's page size must be concrete to charge the ledger".into())
+    })?;
+    let page = plan.page_size.bytes().map_or(4096, |b| b as u64).max(1);
+    let nodes = if plan.nodes.is_empty() {
+        vec![NodeId(0)]
+    } else {
+        plan.nodes.clone()
+    };
+    let pages = plan.size.div_ceil(page);
+    let k = nodes.len() as u64;
+    let mut ch = ledger.vm(name)?;
+    for (i, node) in nodes.iter().enumerate() {
+        let share = pages / k + u64::from((i as u64) < pages % k);
+        if share > 0 {
+            // On error `ch` drops: everything charged so far is refunded.
+            ch.try_charge(*node, class, share * page)?;
+        }
+    }
+    Ok(ch)
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -1033,7 +1232,7 @@ fn new_table(classes: &[ClassSpec], slots: u32) -> Result<Table> {
     let geo = check_classes(classes, slots)?;
     let region = Region::anonymous(geo.len()).map_err(|e| Error::sys("mmap", e))?;
     let t = Table { region, geo };
-    init_table(&t, classes).map_err(|b| invalid(None, &b.0))?;
+    init_table(&t, classes).map_err(|b| invalid(None, &b.text()))?;
     Ok(t)
 }
 
@@ -1107,8 +1306,8 @@ fn validate(region: Region, path: Option<&Path>) -> Result<Table> {
     let mut seen: Vec<(u64, u64)> = Vec::new();
     for c in 0..geo.classes {
         let d = geo.desc_off(c);
-        let node = t.load(d + D_NODE).map_err(|b| invalid(path, &b.0))?;
-        let page = t.load(d + D_PAGE).map_err(|b| invalid(path, &b.0))?;
+        let node = t.load(d + D_NODE).map_err(|b| invalid(path, &b.text()))?;
+        let page = t.load(d + D_PAGE).map_err(|b| invalid(path, &b.text()))?;
         if node > u64::from(u32::MAX) || ![4096, 2 << 20, 1 << 30].contains(&page) {
             return Err(invalid(
                 path,
@@ -1122,8 +1321,8 @@ fn validate(region: Region, path: Option<&Path>) -> Result<Table> {
             ));
         }
         seen.push((node, page));
-        t.limit(c).map_err(|b| invalid(path, &b.0))?;
-        t.read_counter(c).map_err(|b| invalid(path, &b.0))?;
+        t.limit(c).map_err(|b| invalid(path, &b.text()))?;
+        t.read_counter(c).map_err(|b| invalid(path, &b.text()))?;
     }
     Ok(t)
 }

@@ -18,9 +18,11 @@ impl Region {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
+    #[inline]
     pub(crate) fn w64(&self, off: usize) -> Option<&AtomicU64> {
         self.0.u64_at(off)
     }
+    #[inline]
     pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
         self.0.u128_at(off)
     }
@@ -46,12 +48,14 @@ impl Region {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+    #[inline]
     pub(crate) fn w64(&self, off: usize) -> Option<&AtomicU64> {
         if off % 8 != 0 {
             return None;
         }
         self.w.get(off / 8)
     }
+    #[inline]
     pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
         if off % 16 != 0 {
             return None;

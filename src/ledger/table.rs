@@ -64,12 +64,25 @@ const OWNER_PID_MASK: u64 = (1 << 22) - 1;
 
 /// A value read from the file was out of range; the string says which.
 #[derive(Debug)]
-pub(crate) struct Bad(pub(crate) String);
+pub(crate) struct Bad {
+    what: &'static str,
+    a: u64,
+    b: u64,
+}
+
+impl Bad {
+    /// The message: what is wrong and the two numbers involved.
+    pub(crate) fn text(&self) -> String {
+        format!("{} (values {}, {})", self.what, self.a, self.b)
+    }
+}
 
 pub(crate) type R<T> = std::result::Result<T, Bad>;
 
-fn bad<T>(what: impl Into<String>) -> R<T> {
-    Err(Bad(what.into()))
+/// A plain value, cheap to return on the fast path (no allocation, no drop).
+#[cold]
+fn bad<T>(what: &'static str, a: u64, b: u64) -> R<T> {
+    Err(Bad { what, a, b })
 }
 
 /// Packs a process identity into an owner word.
@@ -156,15 +169,21 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    #[inline]
     pub(crate) fn w(&self, off: usize) -> R<&AtomicU64> {
         match self.region.w64(off) {
             Some(w) => Ok(w),
-            None => bad(format!("word at offset {off} outside the mapping")),
+            None => bad(
+                "word at offset outside the mapping (offset, length)",
+                off as u64,
+                self.region.len() as u64,
+            ),
         }
     }
 
     /// A header or descriptor word (read with Acquire: written once at creation or by an
     /// operator changing capacity, published by the file's creation/`link`).
+    #[inline]
     pub(crate) fn load(&self, off: usize) -> R<u64> {
         Ok(self.w(off)?.load(Ordering::Acquire))
     }
@@ -174,29 +193,58 @@ impl Table {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn counter(&self, c: usize) -> R<&AtomicU128> {
         if c >= self.geo.classes {
-            return bad(format!("class index {c} out of range"));
+            return bad(
+                "class index out of range (index, classes)",
+                c as u64,
+                self.geo.classes as u64,
+            );
         }
         match self.region.w128(self.geo.ctr_off(c)) {
             Some(w) => Ok(w),
-            None => bad("counter outside the mapping"),
+            None => bad(
+                "counter outside the mapping (class, length)",
+                c as u64,
+                self.region.len() as u64,
+            ),
         }
     }
 
+    /// Byte offset of slot `s`.
+    #[inline]
+    fn slot_base(&self, s: usize) -> R<usize> {
+        if s >= self.geo.slots {
+            return bad(
+                "slot index out of range (index, slots)",
+                s as u64,
+                self.geo.slots as u64,
+            );
+        }
+        Ok(self.geo.slot_off(s))
+    }
+
+    #[inline]
     fn slot_word(&self, s: usize, field: usize) -> R<&AtomicU64> {
         if s >= self.geo.slots {
-            return bad(format!(
-                "slot index {s} out of range (ledger has {})",
-                self.geo.slots
-            ));
+            return bad(
+                "slot index out of range (index, slots)",
+                s as u64,
+                self.geo.slots as u64,
+            );
         }
         self.w(self.geo.slot_off(s) + field)
     }
 
+    #[inline]
     fn charged_word(&self, s: usize, c: usize) -> R<&AtomicU64> {
         if c >= self.geo.classes {
-            return bad(format!("class index {c} out of range"));
+            return bad(
+                "class index out of range (index, classes)",
+                c as u64,
+                self.geo.classes as u64,
+            );
         }
         self.slot_word(s, S_CHARGED + 8 * c)
     }
@@ -207,15 +255,20 @@ impl Table {
         // made before (helping) are visible to what we read next.
         let k = Counter::decode(self.counter(c)?.load(Ordering::Acquire));
         if k.tag_slot > self.geo.slots as u64 {
-            return bad(format!("counter {c} tagged with slot {}", k.tag_slot));
+            return bad(
+                "counter tagged with slot out of range (class, slot + 1)",
+                c as u64,
+                k.tag_slot,
+            );
         }
         Ok(k)
     }
 
+    #[inline]
     pub(crate) fn limit(&self, c: usize) -> R<u64> {
         let l = self.load(self.geo.desc_off(c) + D_LIMIT)?;
         if l > MAX_BYTES {
-            return bad(format!("limit {l} of class {c} out of range"));
+            return bad("limit out of range (class, limit)", c as u64, l);
         }
         Ok(l)
     }
@@ -254,14 +307,18 @@ impl Table {
         // larger one is corruption (and would overflow the holder's `seq += 1` later).
         match a.max(b).checked_add(1) {
             Some(n) if n < 1 << 63 => Ok(n),
-            _ => bad(format!("sequence number {} out of range", a.max(b))),
+            _ => bad(
+                "sequence number out of range (slot, seq)",
+                s as u64,
+                a.max(b),
+            ),
         }
     }
 
     pub(crate) fn charged(&self, s: usize, c: usize) -> R<u64> {
         let v = self.charged_word(s, c)?.load(Ordering::Acquire);
         if v > MAX_BYTES {
-            return bad(format!("charge {v} of slot {s} class {c} out of range"));
+            return bad("charge out of range (slot, bytes)", s as u64, v);
         }
         Ok(v)
     }
@@ -288,7 +345,7 @@ impl Table {
     pub(crate) fn name(&self, s: usize) -> R<String> {
         let n = self.slot_word(s, S_NAME_LEN)?.load(Ordering::Acquire);
         if n > NAME_MAX as u64 {
-            return bad(format!("name length {n} of slot {s} out of range"));
+            return bad("name length out of range (slot, length)", s as u64, n);
         }
         let mut bytes = Vec::with_capacity(NAME_MAX);
         for i in 0..NAME_MAX / 8 {
@@ -306,6 +363,17 @@ impl Table {
             Stat::GuestPeak => S_GUEST_PEAK,
         };
         self.slot_word(s, f)?.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Raises a statistic to `v` if it is lower (for peaks: writers may race).
+    pub(crate) fn raise_stat(&self, s: usize, which: Stat, v: u64) -> R<()> {
+        let f = match which {
+            Stat::Populated => S_POPULATED,
+            Stat::GuestUsed => S_GUEST_USED,
+            Stat::GuestPeak => S_GUEST_PEAK,
+        };
+        self.slot_word(s, f)?.fetch_max(v, Ordering::Relaxed);
         Ok(())
     }
 
@@ -332,6 +400,7 @@ impl Table {
     /// Makes sure the operation `(slot, seq)` that wrote a counter we are about to overwrite is
     /// recorded as applied in its slot (`done >= seq`), so that its effect stays known after
     /// the tag disappears from the counter. Idempotent; anyone may do it.
+    #[inline]
     fn help(&self, tag_slot: u64, tag_seq: u64) -> R<()> {
         let s = (tag_slot - 1) as usize;
         let done = self.slot_word(s, S_DONE)?;
@@ -359,6 +428,7 @@ impl Table {
     /// compare-exchange needs no load before it; when wrong, the failed exchange returns the
     /// current word. On success returns the word written.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn apply(
         &self,
         s: usize,
@@ -368,19 +438,29 @@ impl Table {
         to: u64,
         limit: Option<u64>,
         guess: Option<u128>,
+        crash: Crash,
     ) -> R<Result<u128, u64>> {
         if to > MAX_BYTES || from > MAX_BYTES {
-            return bad("charge larger than the ledger can hold");
+            return bad(
+                "charge larger than the ledger can hold (from, to)",
+                from,
+                to,
+            );
         }
         let ctr = self.counter(c)?;
+        let base = self.slot_base(s)?;
+        let charged = self.w(base + S_CHARGED + 8 * c)?;
+        let done = self.w(base + S_DONE)?;
         // (1) Intent: buffer by parity of seq so that writing the next intent never clobbers
         // the one a reaper may be reading for the published seq.
-        self.slot_word(s, S_INTENT + 8 * (seq as usize & 1))?
+        self.w(base + S_INTENT + 8 * (seq as usize & 1))?
             .store(((c as u64) << 52) | to, Ordering::Relaxed);
         // Release: the intent buffer before the seq that names it. The CAS below is AcqRel,
         // so both are visible before the counter changes.
-        self.slot_word(s, S_INTENT_SEQ)?
-            .store(seq, Ordering::Release);
+        self.w(base + S_INTENT_SEQ)?.store(seq, Ordering::Release);
+        if crash == Crash::AfterIntent {
+            return Ok(Ok(0));
+        }
         // (2) The counter.
         // `fresh`: `cur` was read from the counter (a guess may be stale, and a refusal or an
         // error must be judged on a real reading, never on a guess).
@@ -407,12 +487,11 @@ impl Table {
                 }
                 Some(_) => return Ok(Err(k.bytes)),
                 None => {
-                    return bad(format!(
-                        "counter {c} ({} bytes, tag slot {}) cannot move by {} bytes",
+                    return bad(
+                        "counter cannot move by the charge: less than released, over 4 PiB, or tagged with a bad slot (counter bytes, change)",
                         k.bytes,
-                        k.tag_slot,
-                        to.abs_diff(from)
-                    ))
+                        to.abs_diff(from),
+                    )
                 }
             };
             if k.tag_slot != 0 && k.tag_slot - 1 != s as u64 {
@@ -437,10 +516,96 @@ impl Table {
                 }
             }
         }
+        if crash == Crash::AfterCounter {
+            return Ok(Ok(cur));
+        }
         // (3) Commit in the slot: the charge, then the mark.
-        self.charged_word(s, c)?.store(to, Ordering::Release);
-        self.slot_word(s, S_DONE)?.store(seq, Ordering::Release);
+        charged.store(to, Ordering::Release);
+        if crash == Crash::AfterCharge {
+            return Ok(Ok(cur));
+        }
+        done.store(seq, Ordering::Release);
         Ok(Ok(cur))
+    }
+
+    /// The word offsets one holder uses for one class, validated once (see [`Lane`]).
+    pub(crate) fn lane(&self, s: usize, c: usize) -> R<Lane> {
+        let base = self.slot_base(s)?;
+        if c >= self.geo.classes {
+            return bad(
+                "class index out of range (index, classes)",
+                c as u64,
+                self.geo.classes as u64,
+            );
+        }
+        let l = Lane {
+            ctr: self.geo.ctr_off(c),
+            limit: self.geo.desc_off(c) + D_LIMIT,
+            charged: base + S_CHARGED + 8 * c,
+            intent: [base + S_INTENT, base + S_INTENT + 8],
+            seq: base + S_INTENT_SEQ,
+            done: base + S_DONE,
+            tag: s as u64 + 1,
+            class_bits: (c as u64) << 52,
+        };
+        // Every offset inside the mapping, so that the fast path's lookups cannot fail after
+        // its compare-exchange.
+        self.counter(c)?;
+        for off in [l.limit, l.charged, l.intent[0], l.intent[1], l.seq, l.done] {
+            self.w(off)?;
+        }
+        Ok(l)
+    }
+
+    /// The common case of [`Table::apply`], in as few instructions as it takes: the counter
+    /// still holds the word this holder wrote last (`guess`), no other operation's tag is to be
+    /// helped, the result fits. The same steps as `apply` (intent, one compare-exchange, commit)
+    /// minus the cases it declines: then it returns `None` before touching the counter, having
+    /// only published an intent that `apply`, called next with the same `seq`, publishes again.
+    #[inline]
+    pub(crate) fn fast_apply(
+        &self,
+        l: &Lane,
+        seq: u64,
+        from: u64,
+        to: u64,
+        guess: u128,
+    ) -> Option<u128> {
+        let r = &self.region;
+        let ctr = r.w128(l.ctr)?;
+        let charged = r.w64(l.charged)?;
+        let done = r.w64(l.done)?;
+        let k = Counter::decode(guess);
+        if k.tag_slot != l.tag || to > MAX_BYTES {
+            return None;
+        }
+        let bytes = if to >= from {
+            let limit = r.w64(l.limit)?.load(Ordering::Acquire);
+            let b = k.bytes.checked_add(to - from)?;
+            if b > limit || b > MAX_BYTES {
+                return None;
+            }
+            b
+        } else {
+            k.bytes.checked_sub(from - to)?
+        };
+        // (1) Intent, as in `apply`.
+        r.w64(l.intent[seq as usize & 1])?
+            .store(l.class_bits | to, Ordering::Relaxed);
+        r.w64(l.seq)?.store(seq, Ordering::Release);
+        // (2) One compare-exchange from the guess; any failure goes to `apply`.
+        let new = Counter {
+            bytes,
+            tag_slot: l.tag,
+            tag_seq: seq,
+        }
+        .encode();
+        ctr.compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        // (3) Commit, as in `apply`.
+        charged.store(to, Ordering::Release);
+        done.store(seq, Ordering::Release);
+        Some(new)
     }
 
     /// Settles the last operation of slot `s`, whose holder is dead (so nothing changes the
@@ -459,7 +624,11 @@ impl Table {
         let c = (intent >> 52) as usize;
         let to = intent & MAX_BYTES;
         if c >= self.geo.classes {
-            return bad(format!("intent of slot {s} names class {c}"));
+            return bad(
+                "intent names a class out of range (slot, class)",
+                s as u64,
+                c as u64,
+            );
         }
         let done = self.slot_word(s, S_DONE)?;
         let mut applied = done.load(Ordering::Acquire) >= p;
@@ -477,6 +646,36 @@ impl Table {
         }
         Ok(next)
     }
+}
+
+/// Where an operation stops, to simulate its process dying there (tests and loom models);
+/// `Never` in real use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// Run the whole operation.
+    Never,
+    /// Stop after publishing the intent, before the counter.
+    AfterIntent,
+    /// Stop after the counter moved, before the slot's charge is stored.
+    AfterCounter,
+    /// Stop after the slot's charge is stored, before `done` is marked.
+    AfterCharge,
+}
+
+/// Byte offsets of the words one slot holder uses for one class, computed and bounds-checked
+/// once when the holder claims the slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lane {
+    ctr: usize,
+    limit: usize,
+    charged: usize,
+    intent: [usize; 2],
+    seq: usize,
+    done: usize,
+    /// `slot + 1`, as the counter's tag holds it.
+    tag: u64,
+    /// The class index shifted into the intent word.
+    class_bits: u64,
 }
 
 /// The per-VM statistics a slot holds.

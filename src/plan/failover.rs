@@ -312,15 +312,66 @@ pub fn check(fleet: &Fleet, k: usize, budget: &Budget) -> FailoverReport {
     }
 }
 
+/// Re-checks N+k on `fleet` after a change confined to host `changed` that only *adds* load
+/// (VMs or reservations added there, new VMs appended at the end of [`Fleet::vms`]), reusing
+/// `base`, the report of the fleet before the change:
+/// - an impossible `base` stays impossible (a placement after the change, minus the added
+///   load, would be one before it);
+/// - a scenario without `changed` among its failed hosts keeps its witness when what the
+///   witness puts on `changed`'s nodes still fits their free now;
+/// - every other scenario is checked again from scratch.
+///
+/// The answer has the same meaning as [`check`]'s verdict. When `base` lacks scenarios or
+/// witnesses (budget limits), everything is checked again.
+pub fn recheck(fleet: &Fleet, base: &FailoverReport, changed: usize, budget: &Budget) -> Verdict {
+    if base.verdict == Verdict::Impossible {
+        return Verdict::Impossible;
+    }
+    let complete = base.scenarios.len() as u64 == base.total_scenarios
+        && base.scenarios.iter().all(|s| s.witness_kept);
+    if !complete || changed >= fleet.hosts.len() {
+        return check(fleet, base.k, budget).verdict;
+    }
+    let nc = fleet.classes.len();
+    let nodes = fleet.hosts[changed].nodes();
+    let mut ck: Option<Checker<'_>> = None;
+    let mut worst = Verdict::Guaranteed;
+    let mut used = vec![0u64; nodes.len() * nc];
+    for s in &base.scenarios {
+        let keep = !s.failed.contains(&changed)
+            && match &s.outcome {
+                Outcome::Guaranteed { witness, .. } => {
+                    used.iter_mut().for_each(|u| *u = 0);
+                    for p in witness.iter().flat_map(|m| &m.parts) {
+                        if nodes.contains(&p.node) && p.class < nc {
+                            let u = &mut used[(p.node - nodes.start) * nc + p.class];
+                            *u = u.saturating_add(p.bytes);
+                        }
+                    }
+                    nodes.clone().all(|n| {
+                        (0..nc).all(|c| used[(n - nodes.start) * nc + c] <= fleet.free(n, c))
+                    })
+                }
+                _ => false,
+            };
+        if keep {
+            continue;
+        }
+        let ck = ck.get_or_insert_with(|| Checker::new(fleet));
+        match ck.scenario(&s.failed, budget).outcome.verdict() {
+            Verdict::Impossible => return Verdict::Impossible,
+            v => worst = worst.max(v),
+        }
+    }
+    worst
+}
+
 /// The exact search is not tried on scenarios displacing more VMs than this (its depth is the
 /// number of VMs); such scenarios are settled by the heuristics and proofs or not at all.
 pub const MAX_EXACT_ITEMS: usize = 256;
 
-/// Runs only the exact search on one scenario (no heuristics, no cheap proofs), for testing
-/// it against brute force: `Guaranteed` with [`Method::Exact`], `Impossible` with
-/// [`Proof::Exhausted`] (or [`Proof::NoSurvivors`]), or `NotProven`.
-pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
-    let mut ck = Checker::new(fleet);
+/// The failed hosts of a scenario: in range, ascending, each once.
+fn failed_hosts(fleet: &Fleet, failed: &[usize]) -> Vec<usize> {
     let mut failed: Vec<usize> = failed
         .iter()
         .copied()
@@ -328,6 +379,15 @@ pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
         .collect();
     failed.sort_unstable();
     failed.dedup();
+    failed
+}
+
+/// Runs only the exact search on one scenario (no heuristics, no cheap proofs), for testing
+/// it against brute force: `Guaranteed` with [`Method::Exact`], `Impossible` with
+/// [`Proof::Exhausted`] (or [`Proof::NoSurvivors`]), or `NotProven`.
+pub fn exact(fleet: &Fleet, failed: &[usize], budget: &Budget) -> Outcome {
+    let mut ck = Checker::new(fleet);
+    let failed = failed_hosts(fleet, failed);
     let mut items: Vec<usize> = failed
         .iter()
         .flat_map(|&h| ck.vms_of_host[h].iter().copied())
@@ -616,13 +676,7 @@ impl<'a> Checker<'a> {
 
     fn scenario(&mut self, failed: &[usize], budget: &Budget) -> Scenario {
         let fleet = self.fleet;
-        let mut failed: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|&h| h < fleet.hosts.len())
-            .collect();
-        failed.sort_unstable();
-        failed.dedup();
+        let failed = failed_hosts(fleet, failed);
         let mut displaced: Vec<usize> = failed
             .iter()
             .flat_map(|&h| self.vms_of_host[h].iter().copied())

@@ -7,8 +7,12 @@
 //! a target and a failover witness for every scenario) and a *proven upper bound* (no target
 //! has more free of the class than that now). Admissibility is not monotone in the size in
 //! every fleet, so a size between the bounds is not claimed either way.
+//!
+//! Each probe is checked with [`recheck`]: scenarios whose witness does not touch the probe's
+//! host keep it, so a probe costs the scenarios that fail that host plus those that relied on
+//! the capacity the probe took.
 
-use super::failover::{check, Budget, Verdict};
+use super::failover::{check, recheck, Budget, Verdict};
 use super::{sat_sum, Fleet, Target};
 
 /// The headroom answer.
@@ -71,19 +75,34 @@ pub fn headroom(
     targets.sort_by_key(|t| std::cmp::Reverse(t.1));
     out.upper_bound_bytes = targets.first().map_or(0, |t| t.1);
     targets.truncate(candidates.max(1));
-    let admissible = |pages: u64, out: &mut Headroom| -> Option<Target> {
+    // The fleet as it is, with every witness kept: each probe re-checks only the scenarios
+    // its host touches (see `recheck`).
+    let keep_all = Budget {
+        keep_witnesses: u64::MAX,
+        ..*budget
+    };
+    let base = check(fleet, k, &keep_all);
+    out.checks += 1;
+    if base.verdict == Verdict::Impossible {
+        // Adding load never makes an impossible scenario possible: nothing is admissible.
+        return out;
+    }
+    let mut g = fleet.clone();
+    let mut admissible = |pages: u64, out: &mut Headroom| -> Option<Target> {
         let mut demand = vec![0u64; nc];
         demand[c] = pages * page;
         for &(t, f) in &targets {
             if f < demand[c] {
                 continue;
             }
-            let mut g = fleet.clone();
-            if g.admit("headroom-probe", &demand, t).is_none() {
+            let Some(v) = g.admit("headroom-probe", &demand, t) else {
                 continue;
-            }
+            };
+            let host = g.vms[v].host;
             out.checks += 1;
-            if check(&g, k, budget).verdict == Verdict::Guaranteed {
+            let verdict = recheck(&g, &base, host, budget);
+            g.release(v);
+            if verdict == Verdict::Guaranteed {
                 return Some(t);
             }
         }

@@ -63,7 +63,8 @@ pub struct Fleet {
 /// One host of a [`Fleet`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Host {
-    /// The host name from the snapshot (or `#i` when it had none).
+    /// The host name from the snapshot (`#i` when it had none; `name#i` when an earlier
+    /// snapshot has the same name), where `i` is its position.
     pub name: String,
     /// The first of its nodes in [`Fleet::nodes`].
     pub first_node: usize,
@@ -256,11 +257,15 @@ impl Fleet {
                 fleet.nodes.push(node);
             }
             let node_count = fleet.nodes.len() - first_node;
-            let name = if s.host.is_empty() {
+            // Names label the output; two snapshots of the same name are still two hosts.
+            let mut name = if s.host.is_empty() {
                 format!("#{h}")
             } else {
                 s.host.clone()
             };
+            if fleet.hosts.iter().any(|x| x.name == name) {
+                name = format!("{name}#{h}");
+            }
             fleet.hosts.push(Host {
                 name,
                 first_node,
@@ -345,7 +350,7 @@ impl Fleet {
                             label,
                             format!("nodes[{i}].classes[{j}].reserved_bytes"),
                             format!(
-                                "node {} class {} says {} ({} B) reserved but its VMs' charges sum to {} ({} B)",
+                                "node {} class {} says {} ({} B) reserved but its VMs' charges sum to {} ({} B) (a snapshot taken while VMs start or stop can be torn: take it again)",
                                 n.id,
                                 class_name(c.page_size_bytes),
                                 format_bytes(c.reserved_bytes),
@@ -434,56 +439,6 @@ impl Fleet {
         for (n, c, b) in vm.charges {
             self.nodes[n].reserved[c] = self.nodes[n].reserved[c].saturating_sub(b);
         }
-    }
-
-    /// The fleet as snapshots again (one per host), e.g. to write fixtures.
-    pub fn to_snapshots(&self) -> Vec<Snapshot> {
-        use crate::snapshot::{ClassSnapshot, NodeSnapshot, VmReservation, VmSnapshot};
-        self.hosts
-            .iter()
-            .enumerate()
-            .map(|(h, host)| Snapshot {
-                host: host.name.clone(),
-                nodes: host
-                    .nodes()
-                    .map(|n| NodeSnapshot {
-                        id: self.nodes[n].id,
-                        classes: (0..self.classes.len())
-                            .filter(|&c| self.nodes[n].limit[c] > 0)
-                            .map(|c| ClassSnapshot {
-                                page_size_bytes: self.classes[c],
-                                capacity_bytes: self.nodes[n].limit[c],
-                                limit_bytes: self.nodes[n].limit[c],
-                                reserved_bytes: self.nodes[n].reserved[c],
-                                available_bytes: self.nodes[n].limit[c] - self.nodes[n].reserved[c],
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                vms: self
-                    .vms
-                    .iter()
-                    .filter(|v| v.host == h)
-                    .map(|v| VmSnapshot {
-                        name: v.name.clone(),
-                        pid: 0,
-                        reservations: v
-                            .charges
-                            .iter()
-                            .map(|&(n, c, b)| VmReservation {
-                                node: self.nodes[n].id,
-                                page_size_bytes: self.classes[c],
-                                bytes: b,
-                            })
-                            .collect(),
-                        guest_used_bytes: 0,
-                        guest_used_peak_bytes: v.guest_used_peak,
-                        single_node: Some(v.single_node),
-                        populated_bytes: None,
-                    })
-                    .collect(),
-            })
-            .collect()
     }
 }
 

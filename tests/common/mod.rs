@@ -93,3 +93,25 @@ pub fn pools_exclusive() -> PoolLock {
 pub fn pools_shared() -> PoolLock {
     pool_lock(false)
 }
+
+/// A path of the calling test's own under /dev/shm (pid and name in it, so concurrent tests and
+/// runs never share one), removed on drop — also when the test fails.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// `/dev/shm/numapin-test-PID-NAME`, removed first if a crashed run left it.
+    pub fn new(name: &str) -> TempPath {
+        let p = std::path::PathBuf::from(format!(
+            "/dev/shm/numapin-test-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&p);
+        TempPath(p)
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

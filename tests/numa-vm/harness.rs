@@ -43,6 +43,9 @@ pub struct Spec {
     pub dist: Vec<Vec<u32>>,
     /// THP mode init writes (`always` makes a missing `MADV_NOHUGEPAGE` visible).
     pub thp: String,
+    /// Name prefixes of the scenarios to run (empty: all). The host sets it from
+    /// `NUMAVM_ONLY=prefix,prefix` so that a CI step can run a few scenarios without the rest.
+    pub only: Vec<String>,
 }
 
 /// A 1 GiB page may only be asked of a node this large (the page must be 1 GiB-aligned and
@@ -64,6 +67,7 @@ impl Spec {
             nodes: vec![n(0), n(1)],
             dist: vec![vec![10, 20], vec![20, 10]],
             thp: "always".into(),
+            only: vec![],
         }
     }
 
@@ -93,6 +97,7 @@ impl Spec {
                 vec![31, 25, 27, 10],
             ],
             thp: "always".into(),
+            only: vec![],
         }
     }
 
@@ -212,12 +217,19 @@ impl Spec {
             s.push("default.nearest".into());
         }
         s.extend(crate::vmm_guest::names(self));
+        if !self.only.is_empty() {
+            // `pools` stays: it checks the pools every other scenario relies on.
+            s.retain(|n| n == "pools" || self.only.iter().any(|p| n.starts_with(p.as_str())));
+        }
         s
     }
 
     /// The text form written to `/numavm.spec` (and read by `init.sh` for the pools).
     pub fn to_text(&self) -> String {
         let mut t = format!("name {}\nthp {}\n", self.name, self.thp);
+        if !self.only.is_empty() {
+            writeln!(t, "only {}", self.only.join(",")).unwrap();
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             let cpus: Vec<String> = n.cpus.iter().map(|c| c.to_string()).collect();
             let cpus = if cpus.is_empty() {
@@ -255,12 +267,14 @@ impl Spec {
             nodes: vec![],
             dist: vec![],
             thp: String::new(),
+            only: vec![],
         };
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.first().copied() {
                 Some("name") => s.name = f[1].into(),
                 Some("thp") => s.thp = f[1].into(),
+                Some("only") => s.only = f[1].split(',').map(String::from).collect(),
                 Some("node") => {
                     let num = |i: usize| f[i].parse::<u64>().expect("number");
                     s.nodes.push(NodeSpec {

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod plan;
 mod reserve;
+mod status;
 mod topology;
 
 /// Reserve a VM's RAM up front as pinned, NUMA-local hugepages, verified page by page.
@@ -31,6 +32,9 @@ enum Command {
     Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
     Bench(bench::Args),
+    /// Show the host ledger: per node and page-size class capacity, limit, reserved and
+    /// available; per VM allocated vs guest-used with a right-sizing hint.
+    Status(status::Args),
 }
 
 /// Errors of the command-line tool.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Some(Command::Reserve(a)) => reserve::run(&a),
         Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Status(a)) => status::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

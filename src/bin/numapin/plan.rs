@@ -52,12 +52,13 @@ pub struct Args {
     /// keeping N+K.
     #[arg(long, value_name = "CLASS", value_parser = parse_class)]
     headroom: Option<u64>,
-    /// With --headroom: the VM may spread over a host's nodes (default: one node).
+    /// With --headroom and --place: the new VM may spread over a host's nodes (default: it
+    /// must sit on one node).
     #[arg(long)]
     multi_node: bool,
     /// Also list VMs whose guest-used peak is at most this share of their allocation
     /// (0.5 = half), with the memory right-sizing would free.
-    #[arg(long, value_name = "RATIO", num_args = 0..=1, default_missing_value = "0.5")]
+    #[arg(long, value_name = "RATIO", num_args = 0..=1, default_missing_value = "0.5", value_parser = parse_ratio)]
     rightsize: Option<f64>,
     /// Also compare with VMware HA's slot and percentage admission policies.
     #[arg(long)]
@@ -67,6 +68,13 @@ pub struct Args {
     /// still holds afterwards.
     #[arg(long, value_name = "SIZE[:CLASS]")]
     place: Option<String>,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a share in (0, 1], e.g. 0.5")),
+    }
 }
 
 fn parse_class(s: &str) -> Result<u64, String> {
@@ -308,6 +316,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let mut text = summary_text(&fleet) + &report_text(&fleet, &report, a.witness, a.all_scenarios);
 
     if let Some(class) = a.headroom {
+        if fleet.class_index(class).is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "--headroom: no host offers {} pages",
+                class_name(class)
+            ))
+            .into());
+        }
         let h = headroom::headroom(&fleet, class, !a.multi_node, a.failures, 8, &budget);
         text += &format!(
             "\nheadroom ({} pages, {}): largest VM admissible keeping N+{}: {}{}; nothing above {} fits anywhere now ({} checks)\n",
@@ -426,8 +441,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             let t = policy::choose(&fleet, &demand, !a.multi_node, pol);
             let after = t.map(|t| {
                 let mut g = fleet.clone();
+                let host = match t {
+                    Target::Node(n) => fleet.nodes[n].host,
+                    Target::Host(h) => h,
+                };
                 g.admit("new", &demand, t);
-                failover::check(&g, a.failures, &budget).verdict
+                failover::recheck(&g, &report, host, &budget)
             });
             text += &format!(
                 "  {:<10} {:<24} N+{} afterwards: {}\n",

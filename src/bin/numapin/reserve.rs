@@ -38,6 +38,12 @@ pub struct Args {
     /// now; map nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Charge the host ledger under this VM name before mapping (refused if it does not fit).
+    #[arg(long)]
+    vm: Option<String>,
+    /// The ledger file for --vm (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger).
+    #[arg(long, requires = "vm")]
+    ledger: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
@@ -50,6 +56,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     if let Some(t) = a.threads {
         b = b.threads(t);
+    }
+    if let Some(vm) = &a.vm {
+        let path = a
+            .ledger
+            .clone()
+            .unwrap_or_else(numapin::ledger::default_path);
+        b = b
+            .ledger(std::sync::Arc::new(numapin::Ledger::open(path)?))
+            .vm(vm.clone());
     }
     if a.dry_run {
         let plan = b.preflight()?;
