@@ -52,10 +52,10 @@ unsafe impl Send for Plan {}
 // SAFETY: as for Send: shared read-only access to an address, never a dereference.
 unsafe impl Sync for Plan {}
 
-/// The chunk size for a region: enough chunks that threads finish together (8 per thread),
+/// The chunk size for a region: enough chunks that threads finish together (32 per thread),
 /// each at least `min` and at most 256 MiB, a multiple of `granule`.
 pub(crate) fn chunk_size(len: usize, threads: usize, granule: usize, min: usize) -> usize {
-    let target = len / (threads.max(1) * 8);
+    let target = len / (threads.max(1) * 32);
     let c = target.clamp(min.max(granule), (256 << 20).max(granule));
     c.div_ceil(granule) * granule
 }
