@@ -572,3 +572,28 @@ fn snapshots_under_churn_are_consistent_cuts() {
     s.nodes[0].classes[0].reserved_bytes += M2;
     assert!(!numapin::ledger::snapshot_is_consistent(&s));
 }
+
+/// Two charges that each fit a 4 PiB class but together pass what a counter can hold (2^52
+/// bytes) are an admission refusal with the numbers, not "the ledger file is corrupt".
+#[test]
+fn a_total_past_the_counter_width_is_a_refusal() {
+    let pib = 1u64 << 50;
+    let c = ClassSpec {
+        headroom_ppm: 0,
+        ..ClassSpec::new(NodeId(0), M2, 4 * pib)
+    };
+    let l = Arc::new(Ledger::in_memory(&[c], 4).unwrap());
+    let limit = l.classes().unwrap()[0].limit_bytes;
+    let _a = l.try_charge("a", NodeId(0), M2, 3 * pib).unwrap();
+    let e = l.try_charge("b", NodeId(0), M2, 2 * pib).unwrap_err();
+    match e {
+        Error::AdmissionRefused {
+            requested,
+            reserved,
+            limit: lim,
+            ..
+        } => assert_eq!((requested, reserved, lim), (2 * pib, 3 * pib, limit)),
+        other => panic!("expected a refusal, got: {other}"),
+    }
+    assert_eq!(l.classes().unwrap()[0].reserved_bytes, 3 * pib);
+}

@@ -473,7 +473,13 @@ impl Table {
             let bytes = if k.tag_slot > self.geo.slots as u64 {
                 None
             } else if to >= from {
-                k.bytes.checked_add(to - from).filter(|&b| b <= MAX_BYTES)
+                match k.bytes.checked_add(to - from) {
+                    Some(b) if b <= MAX_BYTES => Some(b),
+                    // Past what a counter holds is past every limit (limits are at most
+                    // MAX_BYTES): under admission that is a refusal, not corruption.
+                    _ if limit.is_some() => Some(u64::MAX),
+                    _ => None,
+                }
             } else {
                 k.bytes.checked_sub(from - to)
             };
