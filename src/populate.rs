@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 
 use crate::sys::{self, Errno};
 
@@ -78,8 +78,16 @@ where
     // host (and whenever the node's CPUs are all the caller may use) that is always the case,
     // and the calling thread can then work too instead of only waiting for the others.
     let pin = !plan.cpus.is_empty() && sys::affinity().map_or(true, |a| a != plan.cpus);
+    let spawned = if pin { threads } else { threads - 1 };
+    // Nobody takes a chunk before every worker is running. Without this the calling thread
+    // starts populating at once, holding the mmap lock for reading, while a new worker's stack
+    // mapping (pthread_create) and wake-up wait behind it: the worker started milliseconds
+    // late and 2-thread populate of 1 GiB in 2M pages reached only 0.94 of the raw limit (0.58
+    // with one slice per thread); with the start line, 1.03 and 0.98 (docs/benchmarks.md).
+    let start_line = Barrier::new(spawned + usize::from(!pin));
 
     let worker = || {
+        start_line.wait();
         if pin {
             if let Err(e) = sys::set_affinity(&plan.cpus) {
                 *pin_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -123,7 +131,6 @@ where
     };
 
     std::thread::scope(|s| {
-        let spawned = if pin { threads } else { threads - 1 };
         for _ in 0..spawned {
             s.spawn(worker);
         }
