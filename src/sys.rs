@@ -510,7 +510,7 @@ pub struct SharedRegion {
 // SAFETY: the region is plain shared memory that is only accessed through atomic types (see the
 // type invariant); the raw pointer carries no thread affinity.
 unsafe impl Send for SharedRegion {}
-// SAFETY: as for Send: `&SharedRegion` only hands out `&AtomicU64` / `&AtomicU128`.
+// SAFETY: as for Send: `&SharedRegion` only hands out `&AtomicU64`.
 unsafe impl Sync for SharedRegion {}
 
 impl SharedRegion {
@@ -583,25 +583,6 @@ impl SharedRegion {
                 .as_ptr()
                 .add(off)
                 .cast::<std::sync::atomic::AtomicU64>()
-        })
-    }
-
-    /// The 16-byte word at byte offset `off`, or `None` if `off` is not 16-aligned or the word
-    /// does not lie inside the mapping.
-    #[inline]
-    pub fn u128_at(&self, off: usize) -> Option<&portable_atomic::AtomicU128> {
-        if off % 16 != 0 || off.checked_add(16)? > self.len {
-            return None;
-        }
-        // SAFETY: as in `u64_at`: in bounds (checked), 16-aligned (page-aligned base, `off`
-        // multiple of 16), `AtomicU128` has the size, alignment and bit validity of `u128`, the
-        // bytes are initialised, and numapin only accesses them through this 16-byte atomic.
-        Some(unsafe {
-            &*self
-                .ptr
-                .as_ptr()
-                .add(off)
-                .cast::<portable_atomic::AtomicU128>()
         })
     }
 }

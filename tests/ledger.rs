@@ -112,7 +112,7 @@ fn refusal_carries_the_numbers() {
     assert!(m.contains("whole capacity by 1 GiB"), "{m}");
     // Larger than a ledger can count: still a refusal with the numbers.
     assert!(matches!(
-        l.try_charge("e", NodeId(1), G1, u64::MAX / 2),
+        l.try_charge("e", NodeId(1), G1, 1 << 62),
         Err(Error::AdmissionRefused { .. })
     ));
     // Unknown class.
@@ -329,10 +329,10 @@ fn hostile_images_give_errors() {
     let mut b = good.clone();
     word(&mut b, 128 + 40, u64::MAX); // class 0 limit
     expect_invalid(&b, "limit");
-    // Counter of class 0 tagged with slot 4000.
+    // Counter of class 0 (charged: total in 4 KiB pages << 12 | slot + 1) tagged with slot 4000.
     let mut b = good.clone();
     let ctr0 = 128 + 2 * 64;
-    word(&mut b, ctr0, (4000 << 52) | (5 * M2));
+    word(&mut b, ctr0, ((5 * M2 / 4096) << 12) | 4000);
     expect_invalid(&b, "tagged with slot");
     // Duplicate class.
     let mut b = good.clone();
@@ -347,7 +347,7 @@ fn hostile_records_give_errors_at_use() {
     let slot0 = 128 + 4 * 64; // header, 2 descriptors, 2 counters
                               // A name length past the buffer.
     let mut b = good.clone();
-    word(&mut b, slot0 + 64, 1000);
+    word(&mut b, slot0 + 72, 1000);
     let l = Ledger::from_image(&b).unwrap().with_liveness(|_| true);
     assert!(matches!(
         l.snapshot_no_reap(),
@@ -363,7 +363,7 @@ fn hostile_records_give_errors_at_use() {
     let mut b = good.clone();
     word(&mut b, slot0, fake(1001));
     word(&mut b, slot0 + 8, 99); // intent seq, odd buffer
-    word(&mut b, slot0 + 24, (1000 << 52) | 1);
+    word(&mut b, slot0 + 32, (1000 << 52) | 4096); // odd buffer's `what`: class 500
     let l = Ledger::from_image(&b).unwrap().with_liveness(|_| false);
     assert!(matches!(l.reap(), Err(Error::LedgerInvalid { .. })));
 }

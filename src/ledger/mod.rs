@@ -22,13 +22,15 @@
 //! ```
 //!
 //! # How it works
-//! Each class has one 16-byte counter: reserved bytes plus the tag `(slot, seq)` of the
-//! operation that wrote it last. Each VM holds one slot, claimed once, in which only it writes
-//! (except the `done` mark helpers raise). A charge publishes its intent in the slot, moves the
-//! counter with one compare-exchange (refusing if the result would pass the limit), then
-//! commits in the slot. Whoever overwrites a counter first marks the replaced operation as done
-//! in its slot, so the effect of every operation stays known after its process dies; the
-//! reaper settles a dead slot's last operation from that and releases exactly what it held.
+//! Each class has two 8-byte counters that only grow: 4 KiB pages ever charged and ever
+//! released (reserved = their difference), each word tagged with the slot that wrote it last.
+//! Each VM holds one slot, claimed once, in which only it writes (except the marks helpers
+//! raise). A charge publishes its intent in the slot, moves `charged` with one compare-exchange
+//! (refusing if the result would pass the limit), then commits in the slot. A word never
+//! recurs, so it names the one operation that wrote it; whoever replaces another slot's word
+//! first marks it as applied in that slot, so the effect of every operation stays known after
+//! its process dies; the reaper settles a dead slot's last operation from that and releases
+//! exactly what it held.
 //! The argument is written out in `docs/ledger.md`.
 //!
 //! Everything read from the shared file is untrusted: bad values give
@@ -251,8 +253,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for no or too many classes or slots (1..=1024 classes,
-    /// 1..=4095 slots), an unknown page size or a duplicate class; [`Error::Unsupported`] where
-    /// the CPU has no lock-free 16-byte compare-exchange.
+    /// 1..=4095 slots), an unknown page size or a duplicate class.
     pub fn in_memory(classes: &[ClassSpec], slots: u32) -> Result<Ledger> {
         let t = new_table(classes, slots)?;
         Ledger::from_table(t, None)
@@ -447,14 +448,6 @@ impl Ledger {
     }
 
     fn from_table(table: Table, path: Option<PathBuf>) -> Result<Ledger> {
-        #[cfg(not(loom))]
-        if !portable_atomic::AtomicU128::is_lock_free() {
-            return Err(Error::Unsupported {
-                what: "a lock-free 16-byte compare-exchange (cmpxchg16b)",
-                kernel: crate::sys::kernel_release(),
-                fix: "run on a CPU with cmpxchg16b (every x86-64 CPU since 2008) or AArch64",
-            });
-        }
         let mut classes = Vec::with_capacity(table.geo.classes);
         for c in 0..table.geo.classes {
             let d = table.geo.desc_off(c);
@@ -602,7 +595,7 @@ impl Ledger {
                     owner: me,
                     pid: std::process::id(),
                     seq,
-                    last: vec![None; charged.len()],
+                    last: vec![[0; 2]; charged.len()],
                     charged,
                     lanes,
                 };
@@ -901,8 +894,9 @@ pub struct Charge {
     seq: u64,
     /// Our charges per class (the slot holds the same; we are its only writer).
     charged: Vec<u64>,
-    /// Per class, the counter word we wrote last: the guess for the next compare-exchange.
-    last: Vec<Option<u128>>,
+    /// Per class, the `charged` and `released` counter words we wrote last (0: none yet): the
+    /// guess for the next compare-exchange on that counter.
+    last: Vec<[u64; 2]>,
     /// Per class, the offsets of our words (validated at claim).
     lanes: Vec<table::Lane>,
 }
@@ -916,7 +910,8 @@ impl Charge {
     ///
     /// # Errors
     /// [`Error::AdmissionRefused`] with the numbers; [`Error::LedgerNoClass`];
-    /// [`Error::InvalidSize`] for zero bytes; [`Error::LedgerInvalid`].
+    /// [`Error::InvalidSize`] for zero bytes or a size that is not a multiple of 4096;
+    /// [`Error::LedgerInvalid`].
     pub fn try_charge(&mut self, node: NodeId, page_size_bytes: u64, bytes: u64) -> Result<()> {
         let c = self.ledger.class_index(node, page_size_bytes)?;
         self.try_charge_class(c, bytes)
@@ -927,10 +922,10 @@ impl Charge {
     /// # Errors
     /// As [`Charge::try_charge`].
     pub fn try_charge_class(&mut self, c: usize, bytes: u64) -> Result<()> {
-        if bytes == 0 {
+        if bytes == 0 || bytes % table::UNIT != 0 {
             return Err(Error::InvalidSize {
-                size: 0,
-                reason: "a charge must be at least one byte".into(),
+                size: bytes,
+                reason: "the ledger counts memory in 4 KiB pages: charge a positive multiple of 4096 bytes (every page size is one)".into(),
             });
         }
         let from = *self
@@ -961,14 +956,14 @@ impl Charge {
                     from,
                     to,
                     Some(limit),
-                    self.last[c],
+                    guess(self.last[c][0]),
                     Crash::Never,
                 )
                 .map_err(|b| self.ledger.bad(b))?
             {
                 Ok(w) => {
                     self.charged[c] = to;
-                    self.last[c] = Some(w);
+                    self.last[c][0] = w;
                     return Ok(());
                 }
                 Err(reserved) => {
@@ -986,18 +981,19 @@ impl Charge {
     /// run (with the same sequence number, since nothing was applied).
     #[inline]
     fn fast(&mut self, c: usize, from: u64, to: u64) -> bool {
-        let (Some(Some(guess)), Some(lane)) = (self.last.get(c), self.lanes.get(c)) else {
+        let k = usize::from(to < from);
+        let (Some(guess), Some(lane)) = (self.last.get(c).map(|g| g[k]), self.lanes.get(c)) else {
             return false;
         };
         match self
             .ledger
             .table
-            .fast_apply(lane, self.seq, from, to, *guess)
+            .fast_apply(lane, self.seq, from, to, guess)
         {
             Some(w) => {
                 self.seq += 1;
                 self.charged[c] = to;
-                self.last[c] = Some(w);
+                self.last[c][k] = w;
                 true
             }
             None => false,
@@ -1071,6 +1067,13 @@ impl Charge {
                 reason: format!("only {from} bytes are charged on this class"),
             });
         }
+        if bytes % table::UNIT != 0 {
+            return Err(Error::InvalidSize {
+                size: bytes,
+                reason: "the ledger counts memory in 4 KiB pages: release a multiple of 4096 bytes"
+                    .into(),
+            });
+        }
         if bytes == 0 || self.fast(c, from, from - bytes) {
             return Ok(());
         }
@@ -1086,12 +1089,12 @@ impl Charge {
                 from,
                 from - bytes,
                 None,
-                self.last[c],
+                guess(self.last[c][1]),
                 Crash::Never,
             )
             .map_err(|b| self.ledger.bad(b))?;
         self.charged[c] = from - bytes;
-        self.last[c] = w.ok();
+        self.last[c][1] = w.unwrap_or(0);
         Ok(())
     }
 
@@ -1191,6 +1194,11 @@ pub(crate) fn charge_plan(
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
+
+/// The guess to pass to [`table::Table::apply`]: none for 0 (nothing written yet).
+fn guess(w: u64) -> Option<u64> {
+    (w != 0).then_some(w)
+}
 
 fn invalid(path: Option<&Path>, what: &str) -> Error {
     Error::LedgerInvalid {

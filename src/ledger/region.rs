@@ -4,7 +4,7 @@
 //! for `Ledger::in_memory`). Under `cfg(loom)` a heap array of loom atomics, so that the loom
 //! models run the same ledger code.
 
-use crate::sync::{AtomicU128, AtomicU64};
+use crate::sync::AtomicU64;
 
 #[cfg(not(loom))]
 #[derive(Debug)]
@@ -22,10 +22,6 @@ impl Region {
     pub(crate) fn w64(&self, off: usize) -> Option<&AtomicU64> {
         self.0.u64_at(off)
     }
-    #[inline]
-    pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
-        self.0.u128_at(off)
-    }
 }
 
 #[cfg(loom)]
@@ -33,7 +29,6 @@ impl Region {
 pub(crate) struct Region {
     len: usize,
     w: Vec<AtomicU64>,
-    d: Vec<AtomicU128>,
 }
 
 #[cfg(loom)]
@@ -42,7 +37,6 @@ impl Region {
         Ok(Region {
             len,
             w: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
-            d: (0..len / 16).map(|_| AtomicU128::new(0)).collect(),
         })
     }
     pub(crate) fn len(&self) -> usize {
@@ -54,12 +48,5 @@ impl Region {
             return None;
         }
         self.w.get(off / 8)
-    }
-    #[inline]
-    pub(crate) fn w128(&self, off: usize) -> Option<&AtomicU128> {
-        if off % 16 != 0 {
-            return None;
-        }
-        self.d.get(off / 16)
     }
 }

@@ -7,12 +7,12 @@
 //! never re-read from the file. See docs/ledger.md for the layout and the correctness argument.
 
 use super::region::Region;
-use crate::sync::{AtomicU128, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 /// `"NUMAPLDG"` read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"NUMAPLDG");
 /// Layout version.
-pub(crate) const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = 2;
 /// Header bytes.
 pub(crate) const HEADER_LEN: usize = 128;
 /// One class descriptor (read-mostly) and one class counter (hot) each take a cache line.
@@ -21,9 +21,9 @@ pub(crate) const LINE: usize = 64;
 const SLOT_FIXED: usize = 144;
 /// Most classes a ledger may have.
 pub(crate) const MAX_CLASSES: u64 = 1024;
-/// Most VM slots (the counter's tag holds `slot + 1` in 12 bits).
+/// Most VM slots (a counter word's tag holds `slot + 1` in 12 bits).
 pub(crate) const MAX_SLOTS: u64 = 4095;
-/// Largest byte count a counter or charge may hold (52 bits: 4 PiB).
+/// Largest byte count a charge or limit may hold (52 bits: 4 PiB).
 pub(crate) const MAX_BYTES: u64 = (1 << 52) - 1;
 /// Longest VM name in bytes.
 pub(crate) const NAME_MAX: usize = 64;
@@ -47,13 +47,14 @@ pub(crate) const D_LIMIT: usize = 40;
 // Slot words.
 const S_OWNER: usize = 0;
 const S_INTENT_SEQ: usize = 8;
-const S_INTENT: usize = 16; // two words: intent buffers for even and odd sequence numbers
-const S_DONE: usize = 32;
-const S_POPULATED: usize = 40;
-const S_GUEST_USED: usize = 48;
-const S_GUEST_PEAK: usize = 56;
-const S_NAME_LEN: usize = 64;
-const S_NAME: usize = 72; // NAME_MAX bytes
+// Two intent buffers (for even and odd sequence numbers) of two words: `what` =
+// `(class * 2 + counter) << 52 | to` and `new` = the counter word the operation writes.
+const S_INTENT: usize = 16;
+const S_POPULATED: usize = 48;
+const S_GUEST_USED: usize = 56;
+const S_GUEST_PEAK: usize = 64;
+const S_NAME_LEN: usize = 72;
+const S_NAME: usize = 80; // NAME_MAX bytes
 const S_CHARGED: usize = SLOT_FIXED;
 
 /// Owner word: bit 63 = held by a reaper; bits 41..63 = pid; bits 0..41 = start time (ticks).
@@ -101,29 +102,49 @@ pub(crate) fn owner_parts(w: u64) -> (u32, u64) {
     )
 }
 
-/// A class counter: bytes reserved (52 bits) and the tag of the operation that wrote it last
-/// (slot + 1 in 12 bits, 0 = none; that slot's operation sequence number in the high word).
+/// Bytes per ledger unit: counters and charges count 4 KiB pages (every page size is a multiple).
+pub(crate) const UNIT: u64 = 4096;
+/// Bits of a counter word that hold the writer's tag (`slot + 1`; 0 = nobody yet).
+const TAG_BITS: u32 = 12;
+/// Largest monotone total a counter word holds, in units (52 bits: 16 EiB of churn per class).
+pub(crate) const MAX_TOTAL: u64 = (1 << (64 - TAG_BITS)) - 1;
+
+/// A counter word: a monotone total of units (charged ever, or released ever, on one class)
+/// in the high 52 bits and the tag of the operation that wrote it (`slot + 1`) in the low 12.
+/// Totals only grow, so a word never recurs in a counter's history: a word identifies the one
+/// operation that wrote it, and `a < b` as integers whenever `a` came first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Counter {
-    pub(crate) bytes: u64,
+pub(crate) struct Word {
+    pub(crate) total: u64,
     /// `slot + 1`, or 0.
-    pub(crate) tag_slot: u64,
-    pub(crate) tag_seq: u64,
+    pub(crate) tag: u64,
 }
 
-impl Counter {
-    pub(crate) fn decode(w: u128) -> Counter {
-        let low = w as u64;
-        Counter {
-            bytes: low & MAX_BYTES,
-            tag_slot: low >> 52,
-            tag_seq: (w >> 64) as u64,
+impl Word {
+    pub(crate) fn decode(w: u64) -> Word {
+        Word {
+            total: w >> TAG_BITS,
+            tag: w & ((1 << TAG_BITS) - 1),
         }
     }
-    pub(crate) fn encode(self) -> u128 {
-        (u128::from(self.tag_seq) << 64) | u128::from((self.tag_slot << 52) | self.bytes)
+    pub(crate) fn encode(self) -> u64 {
+        (self.total << TAG_BITS) | self.tag
     }
 }
+
+/// The two counters of a class: what was ever charged and ever released, and the difference,
+/// the bytes reserved now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counter {
+    pub(crate) charged: u64,
+    pub(crate) released: u64,
+    /// Bytes reserved: `(charged - released) * UNIT`.
+    pub(crate) bytes: u64,
+}
+
+/// Which counter of a class an operation moves.
+const CHARGED: usize = 0;
+const RELEASED: usize = 1;
 
 /// The geometry of a ledger, validated once and kept in process memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +161,8 @@ impl Geometry {
         HEADER_LEN + (self.classes + c) * LINE
     }
     pub(crate) fn slot_stride(&self) -> usize {
-        (SLOT_FIXED + 8 * self.classes).div_ceil(LINE) * LINE
+        // Fixed part, then per class the charge and the two `applied` words.
+        (SLOT_FIXED + 24 * self.classes).div_ceil(LINE) * LINE
     }
     pub(crate) fn slot_off(&self, s: usize) -> usize {
         HEADER_LEN + 2 * self.classes * LINE + s * self.slot_stride()
@@ -193,8 +215,9 @@ impl Table {
         Ok(())
     }
 
+    /// Counter `k` of class `c` (`CHARGED` or `RELEASED`).
     #[inline]
-    pub(crate) fn counter(&self, c: usize) -> R<&AtomicU128> {
+    pub(crate) fn counter(&self, c: usize, k: usize) -> R<&AtomicU64> {
         if c >= self.geo.classes {
             return bad(
                 "class index out of range (index, classes)",
@@ -202,14 +225,7 @@ impl Table {
                 self.geo.classes as u64,
             );
         }
-        match self.region.w128(self.geo.ctr_off(c)) {
-            Some(w) => Ok(w),
-            None => bad(
-                "counter outside the mapping (class, length)",
-                c as u64,
-                self.region.len() as u64,
-            ),
-        }
+        self.w(self.geo.ctr_off(c) + 8 * (k & 1))
     }
 
     /// Byte offset of slot `s`.
@@ -249,19 +265,66 @@ impl Table {
         self.slot_word(s, S_CHARGED + 8 * c)
     }
 
-    /// Reads a counter, checking its tag.
-    pub(crate) fn read_counter(&self, c: usize) -> R<Counter> {
-        // Acquire: pairs with the AcqRel CAS that wrote it, so that the `done` marks its writer
-        // made before (helping) are visible to what we read next.
-        let k = Counter::decode(self.counter(c)?.load(Ordering::Acquire));
-        if k.tag_slot > self.geo.slots as u64 {
+    /// The mark of slot `s` for counter `k` of class `c`: the largest word of `s` on that
+    /// counter known to have been replaced by someone else (raised by `fetch_max` only).
+    #[inline]
+    fn applied_word(&self, s: usize, c: usize, k: usize) -> R<&AtomicU64> {
+        if c >= self.geo.classes {
+            return bad(
+                "class index out of range (index, classes)",
+                c as u64,
+                self.geo.classes as u64,
+            );
+        }
+        self.slot_word(s, S_CHARGED + 8 * self.geo.classes + 16 * c + 8 * (k & 1))
+    }
+
+    /// Reads one counter word, checking its tag.
+    fn read_word(&self, c: usize, k: usize) -> R<u64> {
+        // Acquire: pairs with the AcqRel CAS that wrote it, so that the marks its writer made
+        // before (helping) are visible to what we read next.
+        let w = self.counter(c, k)?.load(Ordering::Acquire);
+        if Word::decode(w).tag > self.geo.slots as u64 {
             return bad(
                 "counter tagged with slot out of range (class, slot + 1)",
                 c as u64,
-                k.tag_slot,
+                Word::decode(w).tag,
             );
         }
-        Ok(k)
+        Ok(w)
+    }
+
+    /// Reads a class's two counters at one moment: charged, then released, then charged again
+    /// until it did not move (a total never recurs, so an unchanged word means nothing was
+    /// charged in between, and `charged - released` held when `released` was read). Gives up
+    /// after a bounded number of tries under constant churn and judges the last reading.
+    pub(crate) fn read_counter(&self, c: usize) -> R<Counter> {
+        let mut ch = self.read_word(c, CHARGED)?;
+        let mut tries = 0;
+        loop {
+            let rel = self.read_word(c, RELEASED)?;
+            let again = self.read_word(c, CHARGED)?;
+            tries += 1;
+            if again == ch || tries >= 64 {
+                let (charged, released) = (Word::decode(ch).total, Word::decode(rel).total);
+                return match charged
+                    .checked_sub(released)
+                    .and_then(|u| u.checked_mul(UNIT))
+                {
+                    Some(bytes) if bytes <= MAX_BYTES => Ok(Counter {
+                        charged,
+                        released,
+                        bytes,
+                    }),
+                    _ => bad(
+                        "class counters out of range: released more than charged, or over 4 PiB reserved (charged, released)",
+                        charged,
+                        released,
+                    ),
+                };
+            }
+            ch = again;
+        }
     }
 
     #[inline]
@@ -302,22 +365,17 @@ impl Table {
     /// The first sequence number a new holder of slot `s` may use.
     pub(crate) fn next_seq(&self, s: usize) -> R<u64> {
         let a = self.slot_word(s, S_INTENT_SEQ)?.load(Ordering::Acquire);
-        let b = self.slot_word(s, S_DONE)?.load(Ordering::Acquire);
         // Sequence numbers grow by one per operation: 2^63 of them cannot have happened, so a
         // larger one is corruption (and would overflow the holder's `seq += 1` later).
-        match a.max(b).checked_add(1) {
+        match a.checked_add(1) {
             Some(n) if n < 1 << 63 => Ok(n),
-            _ => bad(
-                "sequence number out of range (slot, seq)",
-                s as u64,
-                a.max(b),
-            ),
+            _ => bad("sequence number out of range (slot, seq)", s as u64, a),
         }
     }
 
     pub(crate) fn charged(&self, s: usize, c: usize) -> R<u64> {
         let v = self.charged_word(s, c)?.load(Ordering::Acquire);
-        if v > MAX_BYTES {
+        if v > MAX_BYTES || v % UNIT != 0 {
             return bad("charge out of range (slot, bytes)", s as u64, v);
         }
         Ok(v)
@@ -397,32 +455,34 @@ impl Table {
 
     // ---- the algorithm --------------------------------------------------------------------
 
-    /// Makes sure the operation `(slot, seq)` that wrote a counter we are about to overwrite is
-    /// recorded as applied in its slot (`done >= seq`), so that its effect stays known after
-    /// the tag disappears from the counter. Idempotent; anyone may do it.
+    /// Records that the operation of slot `t` which wrote `word` on counter `k` of class `c`
+    /// was applied, because we are about to replace `word` and with it the counter's evidence.
+    /// True whoever calls it and however late: the caller read `word` from the counter, so it
+    /// was written; `fetch_max` never lowers a mark. Idempotent.
     #[inline]
-    fn help(&self, tag_slot: u64, tag_seq: u64) -> R<()> {
-        let s = (tag_slot - 1) as usize;
-        let done = self.slot_word(s, S_DONE)?;
-        // Acquire: if it is already marked, our later CAS is ordered after that mark.
-        if done.load(Ordering::Acquire) < tag_seq {
+    fn mark(&self, t: usize, c: usize, k: usize, word: u64) -> R<()> {
+        let a = self.applied_word(t, c, k)?;
+        // Acquire: if already marked, our later CAS is ordered after that mark.
+        if a.load(Ordering::Acquire) < word {
             // AcqRel: the mark must be visible to whoever reads the counter word we write next
             // (our CAS is AcqRel and sequenced after this).
-            done.fetch_max(tag_seq, Ordering::AcqRel);
+            a.fetch_max(word, Ordering::AcqRel);
         }
         Ok(())
     }
 
     /// One operation of the holder of slot `s`: move its charge on class `c` from `from` to
-    /// `to` bytes, and the class counter by the same amount.
+    /// `to` bytes (multiples of [`UNIT`]): a charge adds the difference to the class's
+    /// `charged` counter, a release to its `released` counter.
     ///
-    /// Protocol (see docs/ledger.md): (1) publish the intent `(c, to)` under sequence number
-    /// `seq` in the slot; (2) CAS the counter, tagging it with `(s, seq)`, after helping the
-    /// operation whose tag it replaces; (3) store the new charge and mark `done = seq`. A crash
-    /// anywhere leaves the slot resolvable by [`Table::resolve`].
+    /// Protocol (see docs/ledger.md): (1) publish the intent `(counter, to, new word)` under
+    /// sequence number `seq` in the slot; (2) CAS the counter from the word read to the new
+    /// word tagged with `s`, after marking the operation whose word it replaces as applied;
+    /// (3) store the new charge. A crash anywhere leaves the slot resolvable by
+    /// [`Table::resolve`].
     ///
-    /// Returns `Ok(Err(reserved))` when a charge does not fit under `limit` (the counter is
-    /// then untouched: nothing to undo).
+    /// Returns `Ok(Err(reserved))` when a charge does not fit under `limit` (nothing was
+    /// written to the counters then: nothing to undo).
     ///
     /// `guess` is the counter word the caller expects (the one it wrote last): when right, the
     /// compare-exchange needs no load before it; when wrong, the failed exchange returns the
@@ -437,100 +497,133 @@ impl Table {
         from: u64,
         to: u64,
         limit: Option<u64>,
-        guess: Option<u128>,
+        guess: Option<u64>,
         crash: Crash,
-    ) -> R<Result<u128, u64>> {
-        if to > MAX_BYTES || from > MAX_BYTES {
+    ) -> R<Result<u64, u64>> {
+        if to > MAX_BYTES || from > MAX_BYTES || to % UNIT != 0 || from % UNIT != 0 {
             return bad(
-                "charge larger than the ledger can hold (from, to)",
+                "charge not a multiple of 4 KiB or larger than the ledger can hold (from, to)",
                 from,
                 to,
             );
         }
-        let ctr = self.counter(c)?;
+        let k = if to >= from { CHARGED } else { RELEASED };
+        let d = to.abs_diff(from) / UNIT;
+        let ctr = self.counter(c, k)?;
         let base = self.slot_base(s)?;
         let charged = self.w(base + S_CHARGED + 8 * c)?;
-        let done = self.w(base + S_DONE)?;
-        // (1) Intent: buffer by parity of seq so that writing the next intent never clobbers
-        // the one a reaper may be reading for the published seq.
-        self.w(base + S_INTENT + 8 * (seq as usize & 1))?
-            .store(((c as u64) << 52) | to, Ordering::Relaxed);
-        // Release: the intent buffer before the seq that names it. The CAS below is AcqRel,
-        // so both are visible before the counter changes.
-        self.w(base + S_INTENT_SEQ)?.store(seq, Ordering::Release);
-        if crash == Crash::AfterIntent {
-            return Ok(Ok(0));
-        }
-        // (2) The counter.
+        let buf = base + S_INTENT + 16 * (seq as usize & 1);
+        let (what_w, new_w) = (self.w(buf)?, self.w(buf + 8)?);
+        let seq_w = self.w(base + S_INTENT_SEQ)?;
+        let what = (((2 * c + k) as u64) << 52) | to;
+        let tag = s as u64 + 1;
         // `fresh`: `cur` was read from the counter (a guess may be stale, and a refusal or an
         // error must be judged on a real reading, never on a guess).
         let (mut cur, mut fresh) = match guess {
             Some(g) => (g, false),
-            None => (ctr.load(Ordering::Acquire), true),
+            None => (self.read_word(c, k)?, true),
         };
+        let mut published = false;
         loop {
-            let k = Counter::decode(cur);
-            let bytes = if k.tag_slot > self.geo.slots as u64 {
-                None
-            } else if to >= from {
-                match k.bytes.checked_add(to - from) {
-                    Some(b) if b <= MAX_BYTES => Some(b),
-                    // Past what a counter holds is past every limit (limits are at most
-                    // MAX_BYTES): under admission that is a refusal, not corruption.
-                    _ if limit.is_some() => Some(u64::MAX),
-                    _ => None,
+            let w = Word::decode(cur);
+            if w.tag > self.geo.slots as u64 {
+                if fresh {
+                    return bad(
+                        "counter tagged with slot out of range (class, slot + 1)",
+                        c as u64,
+                        w.tag,
+                    );
                 }
-            } else {
-                k.bytes.checked_sub(from - to)
-            };
-            let refused = matches!((bytes, limit), (Some(b), Some(l)) if to >= from && b > l);
-            let bytes = match bytes {
-                Some(b) if !refused => b,
-                _ if !fresh => {
-                    cur = ctr.load(Ordering::Acquire);
-                    fresh = true;
+                (cur, fresh) = (self.read_word(c, k)?, true);
+                continue;
+            }
+            let Some(total) = w.total.checked_add(d).filter(|&t| t <= MAX_TOTAL) else {
+                if !fresh {
+                    (cur, fresh) = (self.read_word(c, k)?, true);
                     continue;
                 }
-                Some(_) => return Ok(Err(k.bytes)),
-                None => {
-                    return bad(
-                        "counter cannot move by the charge: less than released, over 4 PiB, or tagged with a bad slot (counter bytes, change)",
-                        k.bytes,
-                        to.abs_diff(from),
-                    )
-                }
+                return bad(
+                    "class counter exhausted: 16 EiB moved through this class over the ledger's life; recreate the ledger file (total, change, in 4 KiB units)",
+                    w.total,
+                    d,
+                );
             };
-            if k.tag_slot != 0 && k.tag_slot - 1 != s as u64 {
-                self.help(k.tag_slot, k.tag_seq)?;
+            if k == RELEASED {
+                // Never more released than was charged: a record claiming more (a corrupted
+                // or hostile file) is refused before it can wrap the class's reservation.
+                // `charged` only grows, so a legitimate release always passes.
+                let ch = Word::decode(self.read_word(c, CHARGED)?).total;
+                if total > ch {
+                    if !fresh {
+                        (cur, fresh) = (self.read_word(c, k)?, true);
+                        continue;
+                    }
+                    return bad(
+                        "release of more than the class holds (released after, charged, in 4 KiB units)",
+                        total,
+                        ch,
+                    );
+                }
             }
-            let new = Counter {
-                bytes,
-                tag_slot: s as u64 + 1,
-                tag_seq: seq,
+            if let (CHARGED, Some(limit)) = (k, limit) {
+                let rel = Word::decode(self.read_word(c, RELEASED)?).total;
+                let now = w.total.checked_sub(rel).and_then(|u| u.checked_mul(UNIT));
+                let after = now.and_then(|b| b.checked_add(to - from));
+                if !matches!(after, Some(a) if a <= limit) {
+                    // Judge only on a `charged` word that stayed put across the reading of
+                    // `released` (a word never recurs: unchanged means nothing was charged in
+                    // between, so `now` was the reservation when `released` was read). A
+                    // confirmed guess qualifies too: we wrote it before reading `released`.
+                    let again = self.read_word(c, CHARGED)?;
+                    if again != cur {
+                        (cur, fresh) = (again, true);
+                        continue;
+                    }
+                    return match now {
+                        Some(b) if b <= MAX_BYTES => Ok(Err(b)),
+                        _ => bad(
+                            "class counters out of range: released more than charged, or over 4 PiB reserved (charged, released)",
+                            w.total,
+                            rel,
+                        ),
+                    };
+                }
             }
-            .encode();
-            // AcqRel: release our intent and our help marks to whoever reads this word;
-            // acquire the marks and intents of the writer we replace. Weak: we loop anyway.
+            if w.tag != 0 && w.tag != tag {
+                self.mark((w.tag - 1) as usize, c, k, cur)?;
+            }
+            let new = Word { total, tag }.encode();
+            // (1) Intent, by parity of seq so that writing the next intent never clobbers
+            // the one a reaper may be reading for the published seq. A retry of the same
+            // operation changes only the new word (one store), so a reaper never sees a mix.
+            if published {
+                new_w.store(new, Ordering::Release);
+            } else {
+                what_w.store(what, Ordering::Relaxed);
+                new_w.store(new, Ordering::Relaxed);
+                // Release: the buffer before the seq that names it. The CAS below is AcqRel,
+                // so both are visible before the counter changes.
+                seq_w.store(seq, Ordering::Release);
+                published = true;
+            }
+            if crash == Crash::AfterIntent {
+                return Ok(Ok(0));
+            }
+            // (2) AcqRel: release our intent and our marks to whoever reads this word; acquire
+            // the marks and intents of the writer we replace. Weak: we loop anyway.
             match ctr.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     cur = new;
                     break;
                 }
-                Err(seen) => {
-                    cur = seen;
-                    fresh = true;
-                }
+                Err(seen) => (cur, fresh) = (seen, true),
             }
         }
         if crash == Crash::AfterCounter {
             return Ok(Ok(cur));
         }
-        // (3) Commit in the slot: the charge, then the mark.
+        // (3) Commit in the slot.
         charged.store(to, Ordering::Release);
-        if crash == Crash::AfterCharge {
-            return Ok(Ok(cur));
-        }
-        done.store(seq, Ordering::Release);
         Ok(Ok(cur))
     }
 
@@ -548,26 +641,34 @@ impl Table {
             ctr: self.geo.ctr_off(c),
             limit: self.geo.desc_off(c) + D_LIMIT,
             charged: base + S_CHARGED + 8 * c,
-            intent: [base + S_INTENT, base + S_INTENT + 8],
+            intent: [base + S_INTENT, base + S_INTENT + 16],
             seq: base + S_INTENT_SEQ,
-            done: base + S_DONE,
             tag: s as u64 + 1,
-            class_bits: (c as u64) << 52,
+            what: [((2 * c) as u64) << 52, ((2 * c + 1) as u64) << 52],
         };
         // Every offset inside the mapping, so that the fast path's lookups cannot fail after
         // its compare-exchange.
-        self.counter(c)?;
-        for off in [l.limit, l.charged, l.intent[0], l.intent[1], l.seq, l.done] {
+        for off in [
+            l.ctr,
+            l.ctr + 8,
+            l.limit,
+            l.charged,
+            l.intent[0],
+            l.intent[0] + 8,
+            l.intent[1],
+            l.intent[1] + 8,
+            l.seq,
+        ] {
             self.w(off)?;
         }
         Ok(l)
     }
 
     /// The common case of [`Table::apply`], in as few instructions as it takes: the counter
-    /// still holds the word this holder wrote last (`guess`), no other operation's tag is to be
-    /// helped, the result fits. The same steps as `apply` (intent, one compare-exchange, commit)
-    /// minus the cases it declines: then it returns `None` before touching the counter, having
-    /// only published an intent that `apply`, called next with the same `seq`, publishes again.
+    /// still holds the word this holder wrote last (`guess`), the result fits. The same steps
+    /// as `apply` (intent, one compare-exchange, commit) minus the cases it declines: then it
+    /// returns `None`, having at most published an intent that `apply`, called next with the
+    /// same `seq`, publishes again (same operation, so only the new word may differ).
     #[inline]
     pub(crate) fn fast_apply(
         &self,
@@ -575,80 +676,90 @@ impl Table {
         seq: u64,
         from: u64,
         to: u64,
-        guess: u128,
-    ) -> Option<u128> {
+        guess: u64,
+    ) -> Option<u64> {
         let r = &self.region;
-        let ctr = r.w128(l.ctr)?;
-        let charged = r.w64(l.charged)?;
-        let done = r.w64(l.done)?;
-        let k = Counter::decode(guess);
-        if k.tag_slot != l.tag || to > MAX_BYTES {
+        let g = Word::decode(guess);
+        if g.tag != l.tag || to > MAX_BYTES || to == from {
             return None;
         }
-        let bytes = if to >= from {
+        let k = usize::from(to < from);
+        let total = g.total.checked_add(to.abs_diff(from) / UNIT)?;
+        if total > MAX_TOTAL {
+            return None;
+        }
+        if k == CHARGED {
             let limit = r.w64(l.limit)?.load(Ordering::Acquire);
-            let b = k.bytes.checked_add(to - from)?;
-            if b > limit || b > MAX_BYTES {
+            let rel = Word::decode(r.w64(l.ctr + 8)?.load(Ordering::Acquire)).total;
+            let after = g
+                .total
+                .checked_sub(rel)?
+                .checked_mul(UNIT)?
+                .checked_add(to - from)?;
+            if after > limit {
                 return None;
             }
-            b
-        } else {
-            k.bytes.checked_sub(from - to)?
-        };
+        }
+        let new = Word { total, tag: l.tag }.encode();
         // (1) Intent, as in `apply`.
-        r.w64(l.intent[seq as usize & 1])?
-            .store(l.class_bits | to, Ordering::Relaxed);
+        let buf = l.intent[seq as usize & 1];
+        r.w64(buf)?.store(l.what[k] | to, Ordering::Relaxed);
+        r.w64(buf + 8)?.store(new, Ordering::Relaxed);
         r.w64(l.seq)?.store(seq, Ordering::Release);
         // (2) One compare-exchange from the guess; any failure goes to `apply`.
-        let new = Counter {
-            bytes,
-            tag_slot: l.tag,
-            tag_seq: seq,
-        }
-        .encode();
-        ctr.compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
+        r.w64(l.ctr + 8 * k)?
+            .compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         // (3) Commit, as in `apply`.
-        charged.store(to, Ordering::Release);
-        done.store(seq, Ordering::Release);
+        r.w64(l.charged)?.store(to, Ordering::Release);
         Some(new)
     }
 
     /// Settles the last operation of slot `s`, whose holder is dead (so nothing changes the
-    /// slot's own words any more except `done`, raised by helpers): if it reached the counter,
-    /// its charge becomes the slot's charge; if not, the slot's charge stays as it was. Returns
-    /// the sequence number after which the new holder continues.
+    /// slot's own words any more except the marks, raised by others): if it reached its
+    /// counter, its charge becomes the slot's charge; if not, the slot's charge stays as it
+    /// was. Returns the sequence number after which the new holder continues.
     pub(crate) fn resolve(&self, s: usize) -> R<u64> {
         let p = self.slot_word(s, S_INTENT_SEQ)?.load(Ordering::Acquire);
         let next = self.next_seq(s)?;
         if p == 0 {
             return Ok(next);
         }
-        let intent = self
-            .slot_word(s, S_INTENT + 8 * (p as usize & 1))?
-            .load(Ordering::Acquire);
-        let c = (intent >> 52) as usize;
-        let to = intent & MAX_BYTES;
-        if c >= self.geo.classes {
+        let buf = S_INTENT + 16 * (p as usize & 1);
+        let what = self.slot_word(s, buf)?.load(Ordering::Acquire);
+        let new = self.slot_word(s, buf + 8)?.load(Ordering::Acquire);
+        if new == 0 {
+            // No operation writes a zero word (tags start at 1): an empty buffer, nothing to
+            // settle.
+            return Ok(next);
+        }
+        let ck = (what >> 52) as usize;
+        let (c, k) = (ck / 2, ck % 2);
+        let to = what & MAX_BYTES;
+        if c >= self.geo.classes || to % UNIT != 0 {
             return bad(
-                "intent names a class out of range (slot, class)",
+                "intent names a class out of range or a charge not in 4 KiB units (slot, intent)",
                 s as u64,
-                c as u64,
+                what,
             );
         }
-        let done = self.slot_word(s, S_DONE)?;
-        let mut applied = done.load(Ordering::Acquire) >= p;
-        if !applied {
-            // The counter first, then `done` again: whoever overwrote our tag marked `done`
-            // before its CAS, and our Acquire load of that CAS (or a later one) makes the mark
-            // visible to the second load.
-            let k = self.read_counter(c)?;
-            applied =
-                (k.tag_slot == s as u64 + 1 && k.tag_seq == p) || done.load(Ordering::Acquire) >= p;
+        if Word::decode(new).tag != s as u64 + 1 {
+            return bad(
+                "intent names a counter word of another slot (slot, word)",
+                s as u64,
+                new,
+            );
         }
+        // Applied iff `new` was ever the counter's word: it is now, or whoever replaced it
+        // marked it first. The counter first, then the mark again: our Acquire load of the
+        // replacing CAS (or a later one: every write to a counter is a read-modify-write, so
+        // they continue its release sequence) makes that mark visible to the second load.
+        let mark = self.applied_word(s, c, k)?;
+        let applied = mark.load(Ordering::Acquire) >= new
+            || self.read_word(c, k)? == new
+            || mark.load(Ordering::Acquire) >= new;
         if applied {
             self.charged_word(s, c)?.store(to, Ordering::Release);
-            done.fetch_max(p, Ordering::AcqRel);
         }
         Ok(next)
     }
@@ -664,7 +775,7 @@ pub enum Crash {
     AfterIntent,
     /// Stop after the counter moved, before the slot's charge is stored.
     AfterCounter,
-    /// Stop after the slot's charge is stored, before `done` is marked.
+    /// Stop after the slot's charge is stored (the last step: the operation is complete).
     AfterCharge,
 }
 
@@ -672,16 +783,17 @@ pub enum Crash {
 /// once when the holder claims the slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lane {
+    /// The class's counter line: `charged` at +0, `released` at +8.
     ctr: usize,
     limit: usize,
     charged: usize,
+    /// The two intent buffers (`what`, `new`).
     intent: [usize; 2],
     seq: usize,
-    done: usize,
-    /// `slot + 1`, as the counter's tag holds it.
+    /// `slot + 1`, as a counter word's tag holds it.
     tag: u64,
-    /// The class index shifted into the intent word.
-    class_bits: u64,
+    /// The intent's counter bits for a charge and for a release.
+    what: [u64; 2],
 }
 
 /// The per-VM statistics a slot holds.
@@ -697,13 +809,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counter_round_trips() {
-        let k = Counter {
-            bytes: MAX_BYTES,
-            tag_slot: MAX_SLOTS,
-            tag_seq: u64::MAX,
+    fn word_round_trips_and_orders_by_total() {
+        let w = Word {
+            total: MAX_TOTAL,
+            tag: MAX_SLOTS,
         };
-        assert_eq!(Counter::decode(k.encode()), k);
+        assert_eq!(Word::decode(w.encode()), w);
+        let a = Word {
+            total: 5,
+            tag: 4095,
+        }
+        .encode();
+        let b = Word { total: 6, tag: 1 }.encode();
+        assert!(a < b, "a larger total is a larger word, whatever the tags");
     }
 
     #[test]
@@ -720,7 +838,7 @@ mod tests {
         assert!(Geometry::new(0, 1).is_none());
         assert!(Geometry::new(1, MAX_SLOTS + 1).is_none());
         let g = Geometry::new(MAX_CLASSES, MAX_SLOTS).unwrap();
-        assert!(g.len() < 64 << 20);
+        assert!(g.len() < 128 << 20);
         assert_eq!(g.slot_stride() % LINE, 0);
     }
 }

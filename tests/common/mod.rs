@@ -99,10 +99,14 @@ pub fn pools_shared() -> PoolLock {
 pub struct TempPath(pub std::path::PathBuf);
 
 impl TempPath {
-    /// `/dev/shm/numapin-test-PID-NAME`, removed first if a crashed run left it.
+    /// `/dev/shm/numapin-test-PID-N-NAME` (N counts within the process, so that two tests
+    /// running at once under one name never share a file), removed first if a crashed run
+    /// left it.
     pub fn new(name: &str) -> TempPath {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = std::path::PathBuf::from(format!(
-            "/dev/shm/numapin-test-{}-{name}",
+            "/dev/shm/numapin-test-{}-{n}-{name}",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&p);
