@@ -16,7 +16,8 @@
 //!
 //! # Lint policy
 //! `unsafe` is denied at the crate root and allowed only in the modules that need it (`sys`,
-//! `populate`, `reservation`, `baseline`); every block has a `// SAFETY:` comment. `missing_docs` warns
+//! `populate`, `reservation`, `baseline`) and on one item of the ledger (`Word64`, the fast
+//! path's pre-checked word pointer); every block has a `// SAFETY:` comment. `missing_docs` warns
 //! (CI turns warnings into errors).
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -577,30 +577,26 @@ impl Ledger {
             // A free slot's previous holder released everything and committed; `resolve` is a
             // no-op then, and gives the next sequence number.
             let seq = t.resolve(s)?;
-            let mut charged = Vec::with_capacity(t.geo.classes);
             let mut lanes = Vec::with_capacity(t.geo.classes);
             for c in 0..t.geo.classes {
-                charged.push(t.charged(s, c)?);
-                lanes.push(t.lane(s, c)?);
+                lanes.push(t.lane(s, c, t.charged(s, c)?)?);
             }
             t.clear_info(s)?;
             t.set_name(s, name)?;
-            Ok((seq, charged, lanes))
+            Ok((seq, lanes))
         })();
         match r {
-            Ok((seq, charged, lanes)) => {
+            Ok((seq, lanes)) => {
                 let mut ch = Charge {
                     ledger: Arc::clone(self),
                     slot: s,
                     owner: me,
                     pid: std::process::id(),
                     seq,
-                    last: vec![[0; 2]; charged.len()],
-                    charged,
                     lanes,
                 };
                 // A free slot should hold no charge; if a corrupted one does, give it back.
-                if ch.charged.iter().any(|&b| b != 0) {
+                if ch.lanes.iter().any(|l| l.charged != 0) {
                     ch.release_all()?;
                 }
                 Ok(ch)
@@ -892,12 +888,8 @@ pub struct Charge {
     owner: u64,
     pid: u32,
     seq: u64,
-    /// Our charges per class (the slot holds the same; we are its only writer).
-    charged: Vec<u64>,
-    /// Per class, the `charged` and `released` counter words we wrote last (0: none yet): the
-    /// guess for the next compare-exchange on that counter.
-    last: Vec<[u64; 2]>,
-    /// Per class, the offsets of our words (validated at claim).
+    /// Per class: our words (validated at claim), our charge and the last counter words we
+    /// wrote.
     lanes: Vec<table::Lane>,
 }
 
@@ -928,14 +920,25 @@ impl Charge {
                 reason: "the ledger counts memory in 4 KiB pages: charge a positive multiple of 4096 bytes (every page size is one)".into(),
             });
         }
-        let from = *self
-            .charged
-            .get(c)
-            .ok_or_else(|| invalid(self.ledger.path(), "class index out of range"))?;
-        let to = from.saturating_add(bytes);
-        if self.fast(c, from, to) {
-            return Ok(());
+        if let Some(lane) = self.lanes.get_mut(c) {
+            if lane.fast(self.seq, lane.charged.saturating_add(bytes)) {
+                self.seq += 1;
+                return Ok(());
+            }
         }
+        self.charge_slow(c, bytes)
+    }
+
+    /// [`Charge::try_charge_class`] when the fast path declined: a stale guess, a refusal to
+    /// judge, a class out of range.
+    #[cold]
+    #[inline(never)]
+    fn charge_slow(&mut self, c: usize, bytes: u64) -> Result<()> {
+        let Some(lane) = self.lanes.get(c) else {
+            return Err(invalid(self.ledger.path(), "class index out of range"));
+        };
+        let from = lane.charged;
+        let to = from.saturating_add(bytes);
         if to > table::MAX_BYTES {
             // More than any limit can be (limits are at most 4 PiB): a refusal, not corruption.
             let t = &self.ledger.table;
@@ -956,14 +959,14 @@ impl Charge {
                     from,
                     to,
                     Some(limit),
-                    guess(self.last[c][0]),
+                    guess(self.lanes[c].last[0]),
                     Crash::Never,
                 )
                 .map_err(|b| self.ledger.bad(b))?
             {
                 Ok(w) => {
-                    self.charged[c] = to;
-                    self.last[c][0] = w;
+                    self.lanes[c].charged = to;
+                    self.lanes[c].last[0] = w;
                     return Ok(());
                 }
                 Err(reserved) => {
@@ -975,29 +978,6 @@ impl Charge {
             }
         }
         unreachable!("the loop returns on its second attempt")
-    }
-
-    /// The fast path ([`table::Table::fast_apply`]); false when it declined and `apply` must
-    /// run (with the same sequence number, since nothing was applied).
-    #[inline]
-    fn fast(&mut self, c: usize, from: u64, to: u64) -> bool {
-        let k = usize::from(to < from);
-        let (Some(guess), Some(lane)) = (self.last.get(c).map(|g| g[k]), self.lanes.get(c)) else {
-            return false;
-        };
-        match self
-            .ledger
-            .table
-            .fast_apply(lane, self.seq, from, to, guess)
-        {
-            Some(w) => {
-                self.seq += 1;
-                self.charged[c] = to;
-                self.last[c][k] = w;
-                true
-            }
-            None => false,
-        }
     }
 
     fn refusal(&self, c: usize, requested: u64, reserved: u64, limit: u64) -> Error {
@@ -1028,7 +1008,7 @@ impl Charge {
     /// [`Error::LedgerInvalid`].
     #[doc(hidden)]
     pub fn crash_during(mut self, c: usize, bytes: i64, at: Crash) -> Result<()> {
-        let from = self.charged.get(c).copied().unwrap_or(0);
+        let from = self.lanes.get(c).map_or(0, |l| l.charged);
         let to = from.saturating_add_signed(bytes);
         let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
         let seq = self.seq;
@@ -1057,10 +1037,10 @@ impl Charge {
     /// # Errors
     /// As [`Charge::release`].
     pub fn release_class(&mut self, c: usize, bytes: u64) -> Result<()> {
-        let from = *self
-            .charged
-            .get(c)
-            .ok_or_else(|| invalid(self.ledger.path(), "class index out of range"))?;
+        let Some(lane) = self.lanes.get_mut(c) else {
+            return Err(invalid(self.ledger.path(), "class index out of range"));
+        };
+        let from = lane.charged;
         if bytes > from {
             return Err(Error::InvalidSize {
                 size: bytes,
@@ -1074,9 +1054,20 @@ impl Charge {
                     .into(),
             });
         }
-        if bytes == 0 || self.fast(c, from, from - bytes) {
+        if bytes == 0 {
             return Ok(());
         }
+        if lane.fast(self.seq, from - bytes) {
+            self.seq += 1;
+            return Ok(());
+        }
+        self.release_slow(c, from, bytes)
+    }
+
+    /// [`Charge::release_class`] when the fast path declined (a stale guess).
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&mut self, c: usize, from: u64, bytes: u64) -> Result<()> {
         let seq = self.seq;
         self.seq += 1;
         let w = self
@@ -1089,12 +1080,12 @@ impl Charge {
                 from,
                 from - bytes,
                 None,
-                guess(self.last[c][1]),
+                guess(self.lanes[c].last[1]),
                 Crash::Never,
             )
             .map_err(|b| self.ledger.bad(b))?;
-        self.charged[c] = from - bytes;
-        self.last[c][1] = w.unwrap_or(0);
+        self.lanes[c].charged = from - bytes;
+        self.lanes[c].last[1] = w.unwrap_or(0);
         Ok(())
     }
 
@@ -1103,8 +1094,8 @@ impl Charge {
     /// # Errors
     /// [`Error::LedgerInvalid`].
     pub fn release_all(&mut self) -> Result<()> {
-        for c in 0..self.charged.len() {
-            let b = self.charged[c];
+        for c in 0..self.lanes.len() {
+            let b = self.lanes[c].charged;
             if b != 0 {
                 self.release_class(c, b)?;
             }
@@ -1116,12 +1107,12 @@ impl Charge {
     pub fn charged(&self, node: NodeId, page_size_bytes: u64) -> u64 {
         self.ledger
             .class_index(node, page_size_bytes)
-            .map_or(0, |c| self.charged[c])
+            .map_or(0, |c| self.lanes[c].charged)
     }
 
     /// Bytes charged over all classes.
     pub fn total(&self) -> u64 {
-        self.charged.iter().sum()
+        self.lanes.iter().map(|l| l.charged).sum()
     }
 
     /// The ledger this record is in.

@@ -6,6 +6,8 @@
 //! computed from the geometry validated once at open and kept in this process ([`Geometry`]),
 //! never re-read from the file. See docs/ledger.md for the layout and the correctness argument.
 
+use std::ptr::NonNull;
+
 use super::region::Region;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -627,8 +629,8 @@ impl Table {
         Ok(Ok(cur))
     }
 
-    /// The word offsets one holder uses for one class, validated once (see [`Lane`]).
-    pub(crate) fn lane(&self, s: usize, c: usize) -> R<Lane> {
+    /// The words one holder uses for one class, validated once (see [`Lane`]).
+    pub(crate) fn lane(&self, s: usize, c: usize, charged: u64) -> R<Lane> {
         let base = self.slot_base(s)?;
         if c >= self.geo.classes {
             return bad(
@@ -637,82 +639,20 @@ impl Table {
                 self.geo.classes as u64,
             );
         }
-        let l = Lane {
-            ctr: self.geo.ctr_off(c),
-            limit: self.geo.desc_off(c) + D_LIMIT,
-            charged: base + S_CHARGED + 8 * c,
-            intent: [base + S_INTENT, base + S_INTENT + 16],
-            seq: base + S_INTENT_SEQ,
+        let p = |off: usize| -> R<Word64> { Ok(Word64(NonNull::from(self.w(off)?))) };
+        let ctr = self.geo.ctr_off(c);
+        let (i0, i1) = (base + S_INTENT, base + S_INTENT + 16);
+        Ok(Lane {
+            ctr: [p(ctr)?, p(ctr + 8)?],
+            limit: p(self.geo.desc_off(c) + D_LIMIT)?,
+            charge: p(base + S_CHARGED + 8 * c)?,
+            intent: [[p(i0)?, p(i0 + 8)?], [p(i1)?, p(i1 + 8)?]],
+            seq: p(base + S_INTENT_SEQ)?,
             tag: s as u64 + 1,
             what: [((2 * c) as u64) << 52, ((2 * c + 1) as u64) << 52],
-        };
-        // Every offset inside the mapping, so that the fast path's lookups cannot fail after
-        // its compare-exchange.
-        for off in [
-            l.ctr,
-            l.ctr + 8,
-            l.limit,
-            l.charged,
-            l.intent[0],
-            l.intent[0] + 8,
-            l.intent[1],
-            l.intent[1] + 8,
-            l.seq,
-        ] {
-            self.w(off)?;
-        }
-        Ok(l)
-    }
-
-    /// The common case of [`Table::apply`], in as few instructions as it takes: the counter
-    /// still holds the word this holder wrote last (`guess`), the result fits. The same steps
-    /// as `apply` (intent, one compare-exchange, commit) minus the cases it declines: then it
-    /// returns `None`, having at most published an intent that `apply`, called next with the
-    /// same `seq`, publishes again (same operation, so only the new word may differ).
-    #[inline]
-    pub(crate) fn fast_apply(
-        &self,
-        l: &Lane,
-        seq: u64,
-        from: u64,
-        to: u64,
-        guess: u64,
-    ) -> Option<u64> {
-        let r = &self.region;
-        let g = Word::decode(guess);
-        if g.tag != l.tag || to > MAX_BYTES || to == from {
-            return None;
-        }
-        let k = usize::from(to < from);
-        let total = g.total.checked_add(to.abs_diff(from) / UNIT)?;
-        if total > MAX_TOTAL {
-            return None;
-        }
-        if k == CHARGED {
-            let limit = r.w64(l.limit)?.load(Ordering::Acquire);
-            let rel = Word::decode(r.w64(l.ctr + 8)?.load(Ordering::Acquire)).total;
-            let after = g
-                .total
-                .checked_sub(rel)?
-                .checked_mul(UNIT)?
-                .checked_add(to - from)?;
-            if after > limit {
-                return None;
-            }
-        }
-        let new = Word { total, tag: l.tag }.encode();
-        // (1) Intent, as in `apply`.
-        let buf = l.intent[seq as usize & 1];
-        r.w64(buf)?.store(l.what[k] | to, Ordering::Relaxed);
-        r.w64(buf + 8)?.store(new, Ordering::Relaxed);
-        r.w64(l.seq)?.store(seq, Ordering::Release);
-        // (2) One compare-exchange from the guess; any failure goes to `apply`.
-        r.w64(l.ctr + 8 * k)?
-            .compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        // (3) Commit, as in `apply`.
-        r.w64(l.charged)?.store(to, Ordering::Release);
-        Some(new)
+            charged,
+            last: [0; 2],
+        })
     }
 
     /// Settles the last operation of slot `s`, whose holder is dead (so nothing changes the
@@ -779,21 +719,114 @@ pub enum Crash {
     AfterCharge,
 }
 
-/// Byte offsets of the words one slot holder uses for one class, computed and bounds-checked
-/// once when the holder claims the slot.
+/// A word of the ledger's region, checked once (bounds, alignment) by [`Table::lane`].
 #[derive(Debug, Clone, Copy)]
+struct Word64(NonNull<AtomicU64>);
+
+#[allow(unsafe_code)] // the ledger's one unsafe block: see docs/ledger.md, "Performance"
+impl Word64 {
+    #[inline(always)]
+    fn get(&self) -> &AtomicU64 {
+        // SAFETY: a `Word64` is made only by `Table::lane`, from a reference the region handed
+        // out after checking bounds and alignment, so it points at an initialised, aligned
+        // `AtomicU64` accessed only atomically (the region's invariant). The region lives as
+        // long as its `Table`; a `Lane` is kept only inside the `Charge` that claimed it, and a
+        // `Charge` holds an `Arc` of the ledger that owns that table, so the word outlives
+        // every use.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+// SAFETY: a `Word64` is a `&AtomicU64` without the lifetime (see `get`), and `&AtomicU64` is
+// `Send` and `Sync`.
+#[allow(unsafe_code)]
+unsafe impl Send for Word64 {}
+// SAFETY: as for `Send`.
+#[allow(unsafe_code)]
+unsafe impl Sync for Word64 {}
+
+/// What one slot holder uses for one class: the words, validated once when the holder claims
+/// the slot (so the fast path does no bounds checks), and the holder's own view of them.
+#[derive(Debug)]
 pub(crate) struct Lane {
-    /// The class's counter line: `charged` at +0, `released` at +8.
-    ctr: usize,
-    limit: usize,
-    charged: usize,
+    /// The class's `charged` and `released` counters.
+    ctr: [Word64; 2],
+    limit: Word64,
+    /// The slot's charge on the class.
+    charge: Word64,
     /// The two intent buffers (`what`, `new`).
-    intent: [usize; 2],
-    seq: usize,
+    intent: [[Word64; 2]; 2],
+    seq: Word64,
     /// `slot + 1`, as a counter word's tag holds it.
     tag: u64,
     /// The intent's counter bits for a charge and for a release.
     what: [u64; 2],
+    /// Our charge on the class (the slot holds the same; we are its only writer).
+    pub(crate) charged: u64,
+    /// The `charged` and `released` words we wrote last (0: none yet): the guess for the next
+    /// compare-exchange on that counter.
+    pub(crate) last: [u64; 2],
+}
+
+impl Lane {
+    /// The common case of [`Table::apply`], in as few instructions as it takes: move our
+    /// charge to `to` with operation `seq` when the counter still holds the word we wrote last
+    /// and the result fits. The same steps as `apply` (intent, one compare-exchange, commit)
+    /// minus the cases it declines: then it returns false, having at most published an intent
+    /// that `apply`, called next with the same `seq`, publishes again (same operation, so only
+    /// the new word may differ).
+    #[inline(always)]
+    pub(crate) fn fast(&mut self, seq: u64, to: u64) -> bool {
+        let from = self.charged;
+        if to == from || to > MAX_BYTES {
+            return false;
+        }
+        let k = usize::from(to < from);
+        let guess = self.last[k];
+        let g = Word::decode(guess);
+        if g.tag != self.tag {
+            return false;
+        }
+        let total = g.total + to.abs_diff(from) / UNIT;
+        if total > MAX_TOTAL {
+            return false;
+        }
+        if k == CHARGED {
+            let limit = self.limit.get().load(Ordering::Acquire);
+            let rel = Word::decode(self.ctr[RELEASED].get().load(Ordering::Acquire)).total;
+            let after = g
+                .total
+                .checked_sub(rel)
+                .and_then(|u| u.checked_mul(UNIT))
+                .and_then(|b| b.checked_add(to - from));
+            if !matches!(after, Some(a) if a <= limit) {
+                return false;
+            }
+        }
+        let new = Word {
+            total,
+            tag: self.tag,
+        }
+        .encode();
+        // (1) Intent, as in `apply`.
+        let buf = &self.intent[seq as usize & 1];
+        buf[0].get().store(self.what[k] | to, Ordering::Relaxed);
+        buf[1].get().store(new, Ordering::Relaxed);
+        self.seq.get().store(seq, Ordering::Release);
+        // (2) One compare-exchange from the guess; any failure goes to `apply`.
+        if self.ctr[k]
+            .get()
+            .compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // (3) Commit, as in `apply`.
+        self.charge.get().store(to, Ordering::Release);
+        self.charged = to;
+        self.last[k] = new;
+        true
+    }
 }
 
 /// The per-VM statistics a slot holds.
