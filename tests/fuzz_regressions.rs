@@ -223,9 +223,9 @@ fn ledger_sequence_number_near_overflow_is_invalid() {
     let classes = [ClassSpec::new(NodeId(0), 2 << 20, 1 << 30)];
     drop(Ledger::create(&path, &classes, &cfg).unwrap());
     let mut image = fs::read(&path).unwrap();
-    // One class: header (128) + descriptor (64) + counter (64), then slot 0; its intent
+    // One class: header (128) + descriptor (64) + two counter lines (128), then slot 0; its intent
     // sequence number is the slot's second word.
-    let intent_seq = 128 + 64 + 64 + 8;
+    let intent_seq = 128 + 64 + 128 + 8;
     for (seq, ok) in [(u64::MAX - 1, false), ((1 << 63) - 1, false), (41, true)] {
         image[intent_seq..intent_seq + 8].copy_from_slice(&seq.to_le_bytes());
         let l = std::sync::Arc::new(Ledger::from_image(&image).unwrap());

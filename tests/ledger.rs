@@ -344,7 +344,7 @@ fn hostile_images_give_errors() {
 #[test]
 fn hostile_records_give_errors_at_use() {
     let good = image();
-    let slot0 = 128 + 4 * 64; // header, 2 descriptors, 2 counters
+    let slot0 = 128 + 6 * 64; // header, 2 descriptors, 2 counter lines per class
                               // A name length past the buffer.
     let mut b = good.clone();
     word(&mut b, slot0 + 72, 1000);

@@ -159,15 +159,21 @@ impl Geometry {
     pub(crate) fn desc_off(&self, c: usize) -> usize {
         HEADER_LEN + c * LINE
     }
-    pub(crate) fn ctr_off(&self, c: usize) -> usize {
-        HEADER_LEN + (self.classes + c) * LINE
+    /// Counter `k` of class `c`: `charged` and `released` on lines of their own, so that a
+    /// charge and a release on the same class touch different lines.
+    pub(crate) fn ctr_off(&self, c: usize, k: usize) -> usize {
+        HEADER_LEN + (self.classes + 2 * c + (k & 1)) * LINE
     }
     pub(crate) fn slot_stride(&self) -> usize {
-        // Fixed part, then per class the charge and the two `applied` words.
-        (SLOT_FIXED + 24 * self.classes).div_ceil(LINE) * LINE
+        self.marks_off() + (16 * self.classes).div_ceil(LINE) * LINE
+    }
+    /// Where a slot's marks start: after its fixed part and per-class charges, on a line of
+    /// their own (others write the marks; the holder writes the rest).
+    pub(crate) fn marks_off(&self) -> usize {
+        (SLOT_FIXED + 8 * self.classes).div_ceil(LINE) * LINE
     }
     pub(crate) fn slot_off(&self, s: usize) -> usize {
-        HEADER_LEN + 2 * self.classes * LINE + s * self.slot_stride()
+        HEADER_LEN + 3 * self.classes * LINE + s * self.slot_stride()
     }
     /// Total bytes of a ledger of this geometry.
     pub(crate) fn len(&self) -> usize {
@@ -227,7 +233,7 @@ impl Table {
                 self.geo.classes as u64,
             );
         }
-        self.w(self.geo.ctr_off(c) + 8 * (k & 1))
+        self.w(self.geo.ctr_off(c, k))
     }
 
     /// Byte offset of slot `s`.
@@ -278,7 +284,7 @@ impl Table {
                 self.geo.classes as u64,
             );
         }
-        self.slot_word(s, S_CHARGED + 8 * self.geo.classes + 16 * c + 8 * (k & 1))
+        self.slot_word(s, self.geo.marks_off() + 16 * c + 8 * (k & 1))
     }
 
     /// Reads one counter word, checking its tag.
@@ -640,10 +646,12 @@ impl Table {
             );
         }
         let p = |off: usize| -> R<Word64> { Ok(Word64(NonNull::from(self.w(off)?))) };
-        let ctr = self.geo.ctr_off(c);
         let (i0, i1) = (base + S_INTENT, base + S_INTENT + 16);
         Ok(Lane {
-            ctr: [p(ctr)?, p(ctr + 8)?],
+            ctr: [
+                p(self.geo.ctr_off(c, CHARGED))?,
+                p(self.geo.ctr_off(c, RELEASED))?,
+            ],
             limit: p(self.geo.desc_off(c) + D_LIMIT)?,
             charge: p(base + S_CHARGED + 8 * c)?,
             intent: [[p(i0)?, p(i0 + 8)?], [p(i1)?, p(i1 + 8)?]],
@@ -652,6 +660,7 @@ impl Table {
             what: [((2 * c) as u64) << 52, ((2 * c + 1) as u64) << 52],
             charged,
             last: [0; 2],
+            released_seen: 0,
         })
     }
 
@@ -766,6 +775,9 @@ pub(crate) struct Lane {
     /// The `charged` and `released` words we wrote last (0: none yet): the guess for the next
     /// compare-exchange on that counter.
     pub(crate) last: [u64; 2],
+    /// A `released` total this holder saw (read or wrote): a lower bound of the current one,
+    /// since it only grows.
+    released_seen: u64,
 }
 
 impl Lane {
@@ -793,14 +805,23 @@ impl Lane {
         }
         if k == CHARGED {
             let limit = self.limit.get().load(Ordering::Acquire);
-            let rel = Word::decode(self.ctr[RELEASED].get().load(Ordering::Acquire)).total;
-            let after = g
-                .total
-                .checked_sub(rel)
-                .and_then(|u| u.checked_mul(UNIT))
-                .and_then(|b| b.checked_add(to - from));
-            if !matches!(after, Some(a) if a <= limit) {
-                return false;
+            let fits = |rel: u64| {
+                let after = g
+                    .total
+                    .checked_sub(rel)
+                    .and_then(|u| u.checked_mul(UNIT))
+                    .and_then(|b| b.checked_add(to - from));
+                matches!(after, Some(a) if a <= limit)
+            };
+            // `released` only grows, so judging on a total seen earlier over-estimates the
+            // reservation: if the charge fits that way it fits now, and `released` (another
+            // line, written by every release on the class) need not be read at all.
+            if !fits(self.released_seen) {
+                let rel = Word::decode(self.ctr[RELEASED].get().load(Ordering::Acquire)).total;
+                self.released_seen = self.released_seen.max(rel);
+                if !fits(rel) {
+                    return false;
+                }
             }
         }
         let new = Word {
@@ -813,18 +834,23 @@ impl Lane {
         buf[0].get().store(self.what[k] | to, Ordering::Relaxed);
         buf[1].get().store(new, Ordering::Relaxed);
         self.seq.get().store(seq, Ordering::Release);
-        // (2) One compare-exchange from the guess; any failure goes to `apply`.
-        if self.ctr[k]
-            .get()
-            .compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+        // (2) One compare-exchange from the guess; any failure goes to `apply`, with the
+        // word seen as its guess (a foreign tag keeps this fast path out until we write again).
+        if let Err(seen) =
+            self.ctr[k]
+                .get()
+                .compare_exchange(guess, new, Ordering::AcqRel, Ordering::Acquire)
         {
+            self.last[k] = seen;
             return false;
         }
         // (3) Commit, as in `apply`.
         self.charge.get().store(to, Ordering::Release);
         self.charged = to;
         self.last[k] = new;
+        if k == RELEASED {
+            self.released_seen = total;
+        }
         true
     }
 }
