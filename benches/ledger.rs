@@ -1,5 +1,6 @@
 //! Ledger admission: charge + release of one 2 MiB page, lock-free ledger vs a `Mutex`
-//! equivalent doing the same bookkeeping (class counter with limit check + the VM's own
+//! equivalent (in memory) and a process-shared pthread mutex, plain and robust, or a bare spin
+//! lock (in a shared file), each doing the same bookkeeping (class counter with limit check + the VM's own
 //! per-class charge), single-threaded and contended, in memory and in a shared file, and with a
 //! frozen (SIGSTOPped) process that was hammering the same class.
 //!
@@ -125,6 +126,121 @@ impl SpinLedger {
     }
 }
 
+/// The shared-file baseline a C programmer would write: a process-shared pthread mutex in the
+/// file around the same bookkeeping; `robust` makes a holder's death visible to the next locker
+/// (`EOWNERDEAD`), the property the ledger's crash-safety is compared with. Like every lock, a
+/// holder stopped with it held stops everyone.
+struct PthreadLedger {
+    base: *mut u8,
+    len: usize,
+    _file: std::fs::File,
+}
+impl PthreadLedger {
+    const LIMIT: usize = 64;
+    const RESERVED: usize = 128;
+    const PER_VM: usize = 192;
+    fn new(p: &PathBuf, robust: bool) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .unwrap();
+        let len = 4096;
+        f.set_len(len as u64).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of `len` bytes of a file we just sized to `len`; no
+        // Rust reference into it exists yet.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let l = PthreadLedger {
+            base: base.cast(),
+            len,
+            _file: f,
+        };
+        // SAFETY: `attr` is initialised before use and destroyed after; the mutex lies at the
+        // start of the mapping (page-aligned, 40 bytes < 64), initialised once before any lock.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+            assert_eq!(
+                libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+                0
+            );
+            if robust {
+                assert_eq!(
+                    libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
+                    0
+                );
+            }
+            assert_eq!(libc::pthread_mutex_init(l.mutex(), &attr), 0);
+            libc::pthread_mutexattr_destroy(&mut attr);
+        }
+        l.w(Self::LIMIT)
+            .store(classes()[0].limit_bytes(), Ordering::Relaxed);
+        l
+    }
+    fn mutex(&self) -> *mut libc::pthread_mutex_t {
+        self.base.cast()
+    }
+    fn w(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len && off >= 64);
+        // SAFETY: in bounds and 8-aligned (checked), outside the mutex's bytes, accessed only
+        // through this atomic; the mapping lives as long as `self`.
+        unsafe { &*self.base.add(off).cast::<AtomicU64>() }
+    }
+    fn lock(&self) {
+        // SAFETY: an initialised process-shared mutex in our mapping.
+        let r = unsafe { libc::pthread_mutex_lock(self.mutex()) };
+        if r == libc::EOWNERDEAD {
+            // SAFETY: as above; we hold it (EOWNERDEAD means acquired).
+            unsafe { libc::pthread_mutex_consistent(self.mutex()) };
+        } else {
+            assert_eq!(r, 0);
+        }
+    }
+    fn unlock(&self) {
+        // SAFETY: an initialised mutex this thread holds.
+        unsafe { libc::pthread_mutex_unlock(self.mutex()) };
+    }
+    fn try_charge(&self, vm: usize, b: u64) -> bool {
+        self.lock();
+        let r = self.w(Self::RESERVED).load(Ordering::Relaxed);
+        let ok = r + b <= self.w(Self::LIMIT).load(Ordering::Relaxed);
+        if ok {
+            self.w(Self::RESERVED).store(r + b, Ordering::Relaxed);
+            let v = self.w(Self::PER_VM + 8 * vm);
+            v.store(v.load(Ordering::Relaxed) + b, Ordering::Relaxed);
+        }
+        self.unlock();
+        ok
+    }
+    fn release(&self, vm: usize, b: u64) {
+        self.lock();
+        let r = self.w(Self::RESERVED);
+        r.store(r.load(Ordering::Relaxed) - b, Ordering::Relaxed);
+        let v = self.w(Self::PER_VM + 8 * vm);
+        v.store(v.load(Ordering::Relaxed) - b, Ordering::Relaxed);
+        self.unlock();
+    }
+}
+impl Drop for PthreadLedger {
+    fn drop(&mut self) {
+        // SAFETY: our mapping; no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
 fn path(tag: &str) -> PathBuf {
     PathBuf::from(format!(
         "/dev/shm/numapin-bench-{}-{tag}",
@@ -190,10 +306,28 @@ fn single(c: &mut Criterion) {
             spin.release(0, black_box(M2));
         })
     });
+    let mut pthread_paths = Vec::new();
+    for (robust, name) in [
+        (false, "pthread mutex, shared file"),
+        (true, "robust pthread mutex, shared file"),
+    ] {
+        let pp = path(if robust { "robust" } else { "pthread" });
+        let m = PthreadLedger::new(&pp, robust);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                assert!(m.try_charge(0, black_box(M2)));
+                m.release(0, black_box(M2));
+            })
+        });
+        pthread_paths.push(pp);
+    }
     g.finish();
     drop(fvm);
     let _ = std::fs::remove_file(p);
     let _ = std::fs::remove_file(sp);
+    for pp in pthread_paths {
+        let _ = std::fs::remove_file(pp);
+    }
 }
 
 /// Two threads doing charge+release on the same class; the time is per pair per thread.
