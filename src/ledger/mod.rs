@@ -913,15 +913,13 @@ impl Charge {
     ///
     /// # Errors
     /// As [`Charge::try_charge`].
+    #[inline] // the fast path is a few instructions; the slow paths are cold functions
     pub fn try_charge_class(&mut self, c: usize, bytes: u64) -> Result<()> {
-        if bytes == 0 || bytes % table::UNIT != 0 {
-            return Err(Error::InvalidSize {
-                size: bytes,
-                reason: "the ledger counts memory in 4 KiB pages: charge a positive multiple of 4096 bytes (every page size is one)".into(),
-            });
-        }
         if let Some(lane) = self.lanes.get_mut(c) {
-            if lane.fast(self.seq, lane.charged.saturating_add(bytes)) {
+            if bytes != 0
+                && bytes % table::UNIT == 0
+                && lane.fast(self.seq, lane.charged.saturating_add(bytes))
+            {
                 self.seq += 1;
                 return Ok(());
             }
@@ -929,11 +927,17 @@ impl Charge {
         self.charge_slow(c, bytes)
     }
 
-    /// [`Charge::try_charge_class`] when the fast path declined: a stale guess, a refusal to
-    /// judge, a class out of range.
+    /// [`Charge::try_charge_class`] when the fast path declined: a bad size, a stale guess, a
+    /// refusal to judge, a class out of range.
     #[cold]
     #[inline(never)]
     fn charge_slow(&mut self, c: usize, bytes: u64) -> Result<()> {
+        if bytes == 0 || bytes % table::UNIT != 0 {
+            return Err(Error::InvalidSize {
+                size: bytes,
+                reason: "the ledger counts memory in 4 KiB pages: charge a positive multiple of 4096 bytes (every page size is one)".into(),
+            });
+        }
         let Some(lane) = self.lanes.get(c) else {
             return Err(invalid(self.ledger.path(), "class index out of range"));
         };
@@ -1036,8 +1040,27 @@ impl Charge {
     ///
     /// # Errors
     /// As [`Charge::release`].
+    #[inline] // as for `try_charge_class`
     pub fn release_class(&mut self, c: usize, bytes: u64) -> Result<()> {
-        let Some(lane) = self.lanes.get_mut(c) else {
+        if let Some(lane) = self.lanes.get_mut(c) {
+            if bytes != 0
+                && bytes <= lane.charged
+                && bytes % table::UNIT == 0
+                && lane.fast(self.seq, lane.charged - bytes)
+            {
+                self.seq += 1;
+                return Ok(());
+            }
+        }
+        self.release_slow(c, bytes)
+    }
+
+    /// [`Charge::release_class`] when the fast path declined: a bad size, a stale guess, a
+    /// class out of range.
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&mut self, c: usize, bytes: u64) -> Result<()> {
+        let Some(lane) = self.lanes.get(c) else {
             return Err(invalid(self.ledger.path(), "class index out of range"));
         };
         let from = lane.charged;
@@ -1057,17 +1080,6 @@ impl Charge {
         if bytes == 0 {
             return Ok(());
         }
-        if lane.fast(self.seq, from - bytes) {
-            self.seq += 1;
-            return Ok(());
-        }
-        self.release_slow(c, from, bytes)
-    }
-
-    /// [`Charge::release_class`] when the fast path declined (a stale guess).
-    #[cold]
-    #[inline(never)]
-    fn release_slow(&mut self, c: usize, from: u64, bytes: u64) -> Result<()> {
         let seq = self.seq;
         self.seq += 1;
         let w = self
