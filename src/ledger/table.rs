@@ -515,7 +515,11 @@ impl Table {
                 to,
             );
         }
-        let k = if to >= from { CHARGED } else { RELEASED };
+        if to == from {
+            // Nothing moves; writing the same total again would break "a word never recurs".
+            return Ok(Ok(0));
+        }
+        let k = if to > from { CHARGED } else { RELEASED };
         let d = to.abs_diff(from) / UNIT;
         let ctr = self.counter(c, k)?;
         let base = self.slot_base(s)?;
