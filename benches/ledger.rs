@@ -62,48 +62,16 @@ impl MutexLedger {
     }
 }
 
-/// The shared-file baseline: the same bookkeeping behind a spin lock in a shared mapping of a
-/// file (what a process-shared mutex amounts to when uncontended; unlike the ledger, a holder
-/// stopped with the lock held stops everyone).
-struct SpinLedger {
-    map: numapin::sys::SharedRegion,
-    _file: std::fs::File,
-}
-impl SpinLedger {
-    const LOCK: usize = 0;
+/// The bookkeeping of the shared-file baselines, the same for every lock: the class's limit,
+/// reserved bytes and the VMs' charges at fixed offsets of a shared mapping, touched only with
+/// the lock held.
+trait LockedFile {
     const LIMIT: usize = 64;
     const RESERVED: usize = 128;
     const PER_VM: usize = 192;
-    fn new(p: &PathBuf) -> Self {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(p)
-            .unwrap();
-        f.set_len(4096).unwrap();
-        let map = numapin::sys::SharedRegion::map_file(&f, 4096).unwrap();
-        map.u64_at(Self::LIMIT)
-            .unwrap()
-            .store(classes()[0].limit_bytes(), Ordering::Relaxed);
-        SpinLedger { map, _file: f }
-    }
-    fn w(&self, off: usize) -> &AtomicU64 {
-        self.map.u64_at(off).unwrap()
-    }
-    fn lock(&self) {
-        while self
-            .w(Self::LOCK)
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::hint::spin_loop();
-        }
-    }
-    fn unlock(&self) {
-        self.w(Self::LOCK).store(0, Ordering::Release);
-    }
+    fn w(&self, off: usize) -> &AtomicU64;
+    fn lock(&self);
+    fn unlock(&self);
     fn try_charge(&self, vm: usize, b: u64) -> bool {
         self.lock();
         let r = self.w(Self::RESERVED).load(Ordering::Relaxed);
@@ -126,6 +94,42 @@ impl SpinLedger {
     }
 }
 
+/// The shared-file baseline: the same bookkeeping behind a spin lock in a shared mapping of a
+/// file (what a process-shared mutex amounts to when uncontended; unlike the ledger, a holder
+/// stopped with the lock held stops everyone).
+struct SpinLedger {
+    map: numapin::sys::SharedRegion,
+    _file: std::fs::File,
+}
+impl SpinLedger {
+    const LOCK: usize = 0;
+    fn new(p: &PathBuf) -> Self {
+        let f = fresh_file(p, 4096);
+        let map = numapin::sys::SharedRegion::map_file(&f, 4096).unwrap();
+        map.u64_at(<Self as LockedFile>::LIMIT)
+            .unwrap()
+            .store(classes()[0].limit_bytes(), Ordering::Relaxed);
+        SpinLedger { map, _file: f }
+    }
+}
+impl LockedFile for SpinLedger {
+    fn w(&self, off: usize) -> &AtomicU64 {
+        self.map.u64_at(off).unwrap()
+    }
+    fn lock(&self) {
+        while self
+            .w(Self::LOCK)
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+    fn unlock(&self) {
+        self.w(Self::LOCK).store(0, Ordering::Release);
+    }
+}
+
 /// The shared-file baseline a C programmer would write: a process-shared pthread mutex in the
 /// file around the same bookkeeping; `robust` makes a holder's death visible to the next locker
 /// (`EOWNERDEAD`), the property the ledger's crash-safety is compared with. Like every lock, a
@@ -136,19 +140,9 @@ struct PthreadLedger {
     _file: std::fs::File,
 }
 impl PthreadLedger {
-    const LIMIT: usize = 64;
-    const RESERVED: usize = 128;
-    const PER_VM: usize = 192;
     fn new(p: &PathBuf, robust: bool) -> Self {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(p)
-            .unwrap();
         let len = 4096;
-        f.set_len(len as u64).unwrap();
+        let f = fresh_file(p, len);
         use std::os::fd::AsRawFd;
         // SAFETY: a fresh shared mapping of `len` bytes of a file we just sized to `len`; no
         // Rust reference into it exists yet.
@@ -186,13 +180,15 @@ impl PthreadLedger {
             assert_eq!(libc::pthread_mutex_init(l.mutex(), &attr), 0);
             libc::pthread_mutexattr_destroy(&mut attr);
         }
-        l.w(Self::LIMIT)
+        l.w(<Self as LockedFile>::LIMIT)
             .store(classes()[0].limit_bytes(), Ordering::Relaxed);
         l
     }
     fn mutex(&self) -> *mut libc::pthread_mutex_t {
         self.base.cast()
     }
+}
+impl LockedFile for PthreadLedger {
     fn w(&self, off: usize) -> &AtomicU64 {
         assert!(off % 8 == 0 && off + 8 <= self.len && off >= 64);
         // SAFETY: in bounds and 8-aligned (checked), outside the mutex's bytes, accessed only
@@ -213,32 +209,25 @@ impl PthreadLedger {
         // SAFETY: an initialised mutex this thread holds.
         unsafe { libc::pthread_mutex_unlock(self.mutex()) };
     }
-    fn try_charge(&self, vm: usize, b: u64) -> bool {
-        self.lock();
-        let r = self.w(Self::RESERVED).load(Ordering::Relaxed);
-        let ok = r + b <= self.w(Self::LIMIT).load(Ordering::Relaxed);
-        if ok {
-            self.w(Self::RESERVED).store(r + b, Ordering::Relaxed);
-            let v = self.w(Self::PER_VM + 8 * vm);
-            v.store(v.load(Ordering::Relaxed) + b, Ordering::Relaxed);
-        }
-        self.unlock();
-        ok
-    }
-    fn release(&self, vm: usize, b: u64) {
-        self.lock();
-        let r = self.w(Self::RESERVED);
-        r.store(r.load(Ordering::Relaxed) - b, Ordering::Relaxed);
-        let v = self.w(Self::PER_VM + 8 * vm);
-        v.store(v.load(Ordering::Relaxed) - b, Ordering::Relaxed);
-        self.unlock();
-    }
 }
 impl Drop for PthreadLedger {
     fn drop(&mut self) {
         // SAFETY: our mapping; no reference into it outlives `self`.
         unsafe { libc::munmap(self.base.cast(), self.len) };
     }
+}
+
+/// A new file of `len` zero bytes at `p` (replacing any), opened for reading and writing.
+fn fresh_file(p: &PathBuf, len: usize) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(p)
+        .unwrap();
+    f.set_len(len as u64).unwrap();
+    f
 }
 
 fn path(tag: &str) -> PathBuf {
