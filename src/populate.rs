@@ -80,10 +80,11 @@ where
     let pin = !plan.cpus.is_empty() && sys::affinity().map_or(true, |a| a != plan.cpus);
     let spawned = if pin { threads } else { threads - 1 };
     // Nobody takes a chunk before every worker is running. Without this the calling thread
-    // starts populating at once, holding the mmap lock for reading, while a new worker's stack
-    // mapping (pthread_create) and wake-up wait behind it: the worker started milliseconds
-    // late and 2-thread populate of 1 GiB in 2M pages reached only 0.94 of the raw limit (0.58
-    // with one slice per thread); with the start line, 1.03 and 0.98 (docs/benchmarks.md).
+    // starts populating at once and a new worker starts milliseconds late (measured: 17.5 ms
+    // median with the caller populating 256 MiB of 2M pages, 74 us with it idle; most likely
+    // its stack mapping in pthread_create waits for the mmap lock the populate holds), so
+    // 2-thread populate of 1 GiB in 2M pages reached only 0.94 of the raw limit (0.58 with one
+    // slice per thread); with the start line, 1.03 and 0.98 (docs/benchmarks.md).
     let start_line = Barrier::new(spawned + usize::from(!pin));
 
     let worker = || {
