@@ -134,12 +134,9 @@ impl Word {
     }
 }
 
-/// The two counters of a class: what was ever charged and ever released, and the difference,
-/// the bytes reserved now.
+/// A class's two counters read at one moment, as what they mean together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Counter {
-    pub(crate) charged: u64,
-    pub(crate) released: u64,
     /// Bytes reserved: `(charged - released) * UNIT`.
     pub(crate) bytes: u64,
 }
@@ -319,11 +316,7 @@ impl Table {
                     .checked_sub(released)
                     .and_then(|u| u.checked_mul(UNIT))
                 {
-                    Some(bytes) if bytes <= MAX_BYTES => Ok(Counter {
-                        charged,
-                        released,
-                        bytes,
-                    }),
+                    Some(bytes) if bytes <= MAX_BYTES => Ok(Counter { bytes }),
                     _ => bad(
                         "class counters out of range: released more than charged, or over 4 PiB reserved (charged, released)",
                         charged,
