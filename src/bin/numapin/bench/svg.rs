@@ -62,6 +62,21 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     v
 }
 
+/// Horizontal grid lines with their labels for a y axis from 0 to `y1`, placed by `py`.
+fn y_grid(s: &mut String, y1: f64, py: impl Fn(f64) -> f64) {
+    for y in ticks(0.0, y1) {
+        let p = py(y);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{p}" x2="{}" y2="{p}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+            W - R,
+            L - 6.0,
+            p + 4.0,
+            label(y)
+        );
+    }
+}
+
 fn label(v: f64) -> String {
     if v == 0.0 {
         "0".into()
@@ -141,17 +156,7 @@ pub fn lines(
             label(x)
         );
     }
-    for y in ticks(0.0, y1) {
-        let p = py(y);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" y1="{p}" x2="{}" y2="{p}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            W - R,
-            L - 6.0,
-            p + 4.0,
-            label(y)
-        );
-    }
+    y_grid(&mut s, y1, py);
     for (_, color, p) in series {
         let path: Vec<String> = p
             .iter()
@@ -196,17 +201,7 @@ pub fn bars(
     let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
     let py = |y: f64| H - B - y / y1 * (H - T - B);
     let mut s = head(title, "page size and threads", ylabel);
-    for y in ticks(0.0, y1) {
-        let p = py(y);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{L}" y1="{p}" x2="{}" y2="{p}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            W - R,
-            L - 6.0,
-            p + 4.0,
-            label(y)
-        );
-    }
+    y_grid(&mut s, y1, py);
     let n = groups.len().max(1) as f64;
     let gw = (W - L - R) / n;
     for (gi, (name, bars)) in groups.iter().enumerate() {
