@@ -13,7 +13,7 @@ use super::DEFAULT_SLOTS;
 pub struct ClassSpec {
     /// The node.
     pub node: NodeId,
-    /// 4096, 2097152 or 1073741824 (see [`class_of`]).
+    /// 4096, 2097152 or 1073741824 (see [`class_of`](super::class_of)).
     pub page_size_bytes: u64,
     /// The node's pool (hugetlb classes) or memory outside the pools (base class), in bytes.
     pub capacity_bytes: u64,

@@ -13,7 +13,7 @@ impl Ledger {
     /// leaves the record to the next one, which settles it the same way.
     ///
     /// # Errors
-    /// [`Error::LedgerInvalid`] if a record holds out-of-range values.
+    /// [`crate::Error::LedgerInvalid`] if a record holds out-of-range values.
     pub fn reap(&self) -> Result<usize> {
         let me = current_owner()?;
         self.reap_as(me)

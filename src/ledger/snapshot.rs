@@ -19,7 +19,7 @@ impl Ledger {
     /// it: a consistent cut. Only under unceasing churn can a torn snapshot come back.
     ///
     /// # Errors
-    /// [`Error::LedgerInvalid`] if the file holds out-of-range values.
+    /// [`crate::Error::LedgerInvalid`] if the file holds out-of-range values.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let _ = self.reap()?;
         let mut snap = self.snapshot_no_reap()?;
@@ -36,7 +36,7 @@ impl Ledger {
     /// The snapshot without reaping first (dead owners' records still appear).
     ///
     /// # Errors
-    /// [`Error::LedgerInvalid`] if the file holds out-of-range values.
+    /// [`crate::Error::LedgerInvalid`] if the file holds out-of-range values.
     pub fn snapshot_no_reap(&self) -> Result<Snapshot> {
         let t = &self.table;
         let mut nodes: Vec<NodeSnapshot> = Vec::new();
@@ -131,7 +131,7 @@ impl Ledger {
     /// it. Meaningful only when no operation is in flight (tests, after all VMMs stopped).
     ///
     /// # Errors
-    /// [`Error::LedgerInvalid`] naming the first class that differs.
+    /// [`crate::Error::LedgerInvalid`] naming the first class that differs.
     pub fn audit(&self) -> Result<()> {
         let t = &self.table;
         let r = (|| -> table::R<Option<String>> {
