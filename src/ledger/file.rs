@@ -1,13 +1,17 @@
 //! Ledger files: creation (race-free), opening and validation of untrusted images.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(not(loom))]
+use std::path::PathBuf;
 
 use super::region::Region;
 use super::table::{
     self, Geometry, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT, D_NODE, D_PAGE, D_RESERVE,
     H_CLASSES, H_LEN, H_MAGIC, H_PIDNS, H_SLOTS, H_VERSION, MAGIC, VERSION,
 };
-use super::{invalid, owner::pid_namespace, ClassSpec, Ledger, LedgerConfig};
+#[cfg(not(loom))]
+use super::LedgerConfig;
+use super::{invalid, owner::pid_namespace, ClassSpec, Ledger};
 use crate::error::{Error, Result};
 #[cfg(not(loom))]
 use crate::topology::Topology;
