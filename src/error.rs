@@ -196,6 +196,16 @@ pub enum Error {
         what: String,
     },
 
+    /// A descriptor handed to `Reservation::adopt` is not a sealed, populated memory file
+    /// of the expected size and page size.
+    #[error("descriptor {fd} cannot be adopted as guest memory: {problem}")]
+    NotAdoptable {
+        /// The descriptor number (in the adopting process).
+        fd: i32,
+        /// What is wrong with it.
+        problem: crate::shared::AdoptProblem,
+    },
+
     // --- VMM integration (features `vm-memory` and `hwloc`) ---
     /// A guest memory layout was refused (feature `vm-memory`): a region overlaps another, is
     /// not aligned to its page size, or ends past the guest address space. The reservations

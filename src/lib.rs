@@ -3,6 +3,7 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`shared`]: shared reservations: sealed memfds, adopting one, passing descriptors.
 //! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
@@ -33,6 +34,7 @@ pub mod plan;
 mod populate;
 #[allow(unsafe_code)]
 pub mod reservation;
+pub mod shared;
 pub mod smaps;
 pub mod snapshot;
 pub(crate) mod sync;
