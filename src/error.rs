@@ -196,6 +196,14 @@ pub enum Error {
         what: String,
     },
 
+    /// A shared reservation with transparent huge pages was asked for, but the kernel does
+    /// not give shmem files huge pages (`shmem_enabled`).
+    #[error("transparent huge pages for shared memory (shmem) are {mode} on this host (/sys/kernel/mm/transparent_hugepage/shmem_enabled); a shared reservation is a shmem file, so enable them with `echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled`, or use page size 4k, 2m or 1g")]
+    ShmemThpUnavailable {
+        /// The mode found (`never`, `deny`, or `unsupported`).
+        mode: String,
+    },
+
     /// A descriptor handed to `Reservation::adopt` is not a sealed, populated memory file
     /// of the expected size and page size.
     #[error("descriptor {fd} cannot be adopted as guest memory: {problem}")]

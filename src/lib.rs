@@ -51,8 +51,8 @@ pub mod vmm;
 pub use error::{Error, PolicyDenial, Result};
 pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
 pub use reservation::{
-    FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
-    Reservation, ReservationBuilder,
+    AdoptBuilder, FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
+    Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize};

@@ -251,6 +251,33 @@ impl fmt::Display for AdoptProblem {
     }
 }
 
+/// Why shmem files get no transparent huge pages on this host, or `None` if they can: the
+/// selected mode of `/sys/kernel/mm/transparent_hugepage/shmem_enabled` (or of the 2 MiB size's
+/// own `hugepages-2048kB/shmem_enabled`, Linux 6.11+, unless it says `inherit`). `never` and
+/// `deny` refuse; `advise` (numapin advises), `within_size`, `always` and `force` allow.
+pub fn shmem_thp_unavailable() -> Option<String> {
+    fn selected(path: &str) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let sel = text
+            .split_whitespace()
+            .find(|w| w.starts_with('[') && w.ends_with(']'))?;
+        Some(sel.trim_matches(['[', ']']).to_string())
+    }
+    const TOP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    const SIZE: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
+    let mode = match selected(SIZE) {
+        Some(m) if m != "inherit" => m,
+        _ => match selected(TOP) {
+            Some(m) => m,
+            None => return Some("unsupported".into()),
+        },
+    };
+    match mode.as_str() {
+        "never" | "deny" => Some(mode),
+        _ => None,
+    }
+}
+
 fn errno(e: rustix::io::Errno) -> i32 {
     e.raw_os_error()
 }
@@ -407,7 +434,11 @@ pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> std::io
         return Err(std::io::Error::other("SCM_RIGHTS does not fit the buffer"));
     }
     // A payload of at least one byte: a stream socket would not carry the descriptor alone.
-    let payload = if payload.is_empty() { &[0u8][..] } else { payload };
+    let payload = if payload.is_empty() {
+        &[0u8][..]
+    } else {
+        payload
+    };
     let n = rustix::net::sendmsg(
         socket,
         &[IoSlice::new(payload)],
@@ -430,10 +461,7 @@ pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> std::io
 /// # Errors
 /// The `recvmsg` error; `InvalidData` if the payload or the control data were truncated.
 #[doc(alias = "recvmsg")]
-pub fn recv_fd(
-    socket: impl AsFd,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, Option<OwnedFd>)> {
+pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
@@ -504,11 +532,9 @@ mod tests {
 
     #[test]
     fn an_unsealed_memfd_is_refused_with_what_it_lacks() {
-        let fd = rustix::fs::memfd_create(
-            "unsealed",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )
-        .unwrap();
+        let fd =
+            rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
         rustix::fs::ftruncate(&fd, 1 << 20).unwrap();
         rustix::fs::fcntl_add_seals(&fd, SealFlags::GROW).unwrap();
         let e = inspect(fd.as_fd()).unwrap_err();
