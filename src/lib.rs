@@ -49,7 +49,7 @@ pub mod units;
 pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
-pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
+pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
     AdoptBuilder, FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
     Report, Reservation, ReservationBuilder,

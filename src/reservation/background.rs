@@ -80,12 +80,12 @@ pub struct PendingReservation {
     guarantee: FaultGuarantee,
     page_size: PageSize,
     /// The ledger charge, moved into the reservation by `wait` (refunded if it fails).
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
 }
 
 /// A mapping whose population failed, with its ledger charge: kept by the vm-memory owner for
 /// as long as guest regions point into it (unmapped first, then refunded, when dropped).
-pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::Charge>);
+pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::VmRecord>);
 
 struct Pending {
     shared: Arc<Shared>,
@@ -215,7 +215,7 @@ impl Drop for PendingReservation {
 /// thread (the work of [`super::ReservationBuilder::build_background`] after the preflight).
 pub(super) fn start(
     plan: Plan,
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
     preflight_seconds: f64,
 ) -> Result<PendingReservation> {
     let mut notes = plan.notes.clone();

@@ -116,7 +116,7 @@ impl ReservationBuilder {
     }
 
     /// Charges the plan to the ledger, if one was asked for.
-    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::Charge>> {
+    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::VmRecord>> {
         let ledger = match (&self.ledger, &self.vm) {
             (None, None) => return Ok(None),
             (Some(l), _) => Arc::clone(l),
@@ -125,7 +125,9 @@ impl ReservationBuilder {
             }
         };
         let name = self.vm.as_deref().unwrap_or("unnamed");
-        crate::ledger::charge_plan(&ledger, name, plan).map(Some)
+        ledger
+            .try_charge_parts(name, &plan.ledger_parts()?)
+            .map(Some)
     }
 
     /// Backs the reservation with a sealed memory file that other processes can map (default

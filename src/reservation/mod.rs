@@ -168,6 +168,38 @@ impl Plan {
     pub fn pages(&self) -> u64 {
         self.size / self.page_size.bytes().unwrap_or(4096) as u64
     }
+
+    /// What this plan takes from the host ledger, as `(node, page-size class, bytes)` parts
+    /// ([`crate::ledger::Ledger::try_charge_parts`]): per node of the plan, its share of the
+    /// size in the plan's page-size class (one node: all of it; several: an even split in
+    /// whole pages, as interleave places them).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] if the page size is not concrete (`Auto`).
+    pub fn ledger_parts(&self) -> crate::Result<Vec<(NodeId, u64, u64)>> {
+        let class = crate::ledger::class_of(self.page_size).ok_or_else(|| {
+            crate::Error::InvalidConfig(
+                "the plan's page size must be concrete to charge the ledger".into(),
+            )
+        })?;
+        let page = self.page_size.bytes().map_or(4096, |b| b as u64).max(1);
+        let nodes = if self.nodes.is_empty() {
+            vec![NodeId(0)]
+        } else {
+            self.nodes.clone()
+        };
+        let pages = self.size.div_ceil(page);
+        let k = nodes.len() as u64;
+        Ok(nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &node)| {
+                let share = pages / k + u64::from((i as u64) < pages % k);
+                (node, class, share * page)
+            })
+            .filter(|p| p.2 > 0)
+            .collect())
+    }
 }
 
 /// Where the pages of a reservation are and how long each step took.
@@ -329,13 +361,13 @@ pub struct Reservation {
     map: Mapping,
     report: Report,
     /// The ledger charge, released after the mapping (field order: `map` drops first).
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
 }
 
 impl Reservation {
     /// The ledger charge this reservation holds (see [`ReservationBuilder::ledger`]); use it
-    /// to report the guest's usage ([`crate::ledger::Charge::set_guest_used`]).
-    pub fn charge(&self) -> Option<&crate::ledger::Charge> {
+    /// to report the guest's usage ([`crate::ledger::VmRecord::set_guest_used`]).
+    pub fn charge(&self) -> Option<&crate::ledger::VmRecord> {
         self.charge.as_ref()
     }
 
