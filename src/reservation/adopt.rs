@@ -29,7 +29,7 @@ pub struct AdoptBuilder {
     policy: MemPolicy,
     lock: bool,
     verify_limit: u64,
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
 }
 
 impl Reservation {
@@ -98,7 +98,7 @@ impl AdoptBuilder {
 
     /// A ledger charge for the memory that the adopted reservation holds (and releases after
     /// unmapping), e.g. one moved to this process by whoever handed the memory over.
-    pub fn charge(mut self, charge: crate::ledger::Charge) -> Self {
+    pub fn charge(mut self, charge: crate::ledger::VmRecord) -> Self {
         self.charge = Some(charge);
         self
     }

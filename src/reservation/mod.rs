@@ -446,7 +446,7 @@ impl Reservation {
     /// # Errors
     /// A private reservation is given back unchanged: it has no file.
     #[allow(clippy::result_large_err)] // the error is the reservation itself, given back
-    pub fn into_fd(self) -> std::result::Result<(OwnedFd, Option<crate::ledger::Charge>), Self> {
+    pub fn into_fd(self) -> std::result::Result<(OwnedFd, Option<crate::ledger::VmRecord>), Self> {
         if self.map.file.is_none() {
             return Err(self);
         }
