@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod plan;
 mod reserve;
+mod run;
 mod status;
 mod topology;
 
@@ -28,6 +29,9 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Reserve shared memory (a sealed memfd), then exec an unmodified VMM on it:
+    /// `numapin run --size 4GiB --vm web-1 -- qemu-system-x86_64 ... mem-path={path},share=on`.
+    Run(run::Args),
     /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
     Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
@@ -49,6 +53,16 @@ pub enum CliError {
     /// Writing to stdout failed.
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    /// `numapin run` could not start the VMM (the reservation was released).
+    #[error("cannot run {command}: {source}; the reservation was released. Check the command's name and PATH")]
+    Exec {
+        /// The command.
+        command: String,
+        /// Why `execvp` failed.
+        source: std::io::Error,
+        /// The exit status, as shells use it: 127 not found, 126 not runnable.
+        code: u8,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +71,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Run(a)) => run::run(&a),
         Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Status(a)) => status::run(&a),
@@ -65,7 +80,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("numapin: error: {e}");
-            ExitCode::FAILURE
+            match e {
+                CliError::Exec { code, .. } => ExitCode::from(code),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
