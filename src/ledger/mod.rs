@@ -37,7 +37,6 @@
 //! [`crate::Error::LedgerInvalid`], never a panic or an out-of-bounds
 //! access.
 
-pub mod metrics;
 mod region;
 mod table;
 
@@ -810,6 +809,7 @@ impl Ledger {
             Ok(())
         })();
         r.map_err(|b| self.bad(b))?;
+        let who = crate::snapshot::HostIdentity::this_host();
         for v in &mut vms {
             let mut ns: Vec<_> = v.reservations.iter().map(|r| r.node).collect();
             ns.dedup();
@@ -817,13 +817,14 @@ impl Ledger {
                 v.single_node = Some(ns.len() == 1);
             }
         }
-        Ok(Snapshot {
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+        let mut snap = Snapshot {
+            host: who.host,
+            host_id: who.host_id,
             nodes,
             vms,
-        })
+        };
+        snap.canonicalize();
+        Ok(snap)
     }
 
     /// Checks that every class counter equals the sum of the charges of the records holding
