@@ -238,6 +238,24 @@ pub enum Error {
         what: String,
     },
 
+    /// A shared reservation with transparent huge pages was asked for, but the kernel does
+    /// not give shmem files huge pages (`shmem_enabled`).
+    #[error("transparent huge pages for shared memory (shmem) are {mode} on this host (/sys/kernel/mm/transparent_hugepage/shmem_enabled); a shared reservation is a shmem file, so enable them with `echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled`, or use page size 4k, 2m or 1g")]
+    ShmemThpUnavailable {
+        /// The mode found (`never`, `deny`, or `unsupported`).
+        mode: String,
+    },
+
+    /// A descriptor handed to `Reservation::adopt` is not a sealed, populated memory file
+    /// of the expected size and page size.
+    #[error("descriptor {fd} cannot be adopted as guest memory: {problem}")]
+    NotAdoptable {
+        /// The descriptor number (in the adopting process).
+        fd: i32,
+        /// What is wrong with it.
+        problem: crate::shared::AdoptProblem,
+    },
+
     // --- VMM integration (features `vm-memory` and `hwloc`) ---
     /// A guest memory layout was refused (feature `vm-memory`): a region overlaps another, is
     /// not aligned to its page size, or ends past the guest address space. The reservations

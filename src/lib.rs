@@ -3,6 +3,7 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`shared`]: shared reservations: sealed memfds, adopting one, passing descriptors.
 //! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
 //! - [`fleet`]: a host's capacity and failover hold-back for Prometheus, Kubernetes
@@ -36,6 +37,7 @@ pub mod plan;
 mod populate;
 #[allow(unsafe_code)]
 pub mod reservation;
+pub mod shared;
 pub mod smaps;
 pub mod snapshot;
 pub(crate) mod sync;
@@ -50,10 +52,10 @@ pub mod units;
 pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
-pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
+pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
-    FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
-    Reservation, ReservationBuilder,
+    AdoptBuilder, FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
+    Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize};

@@ -16,8 +16,11 @@
 //! what admission still allows. Validated against the CRD's published OpenAPI schema in
 //! `tests/nrt_schema.rs`.
 
+#[cfg(feature = "serde")]
 use crate::plan::holdback::NodeHoldback;
+#[cfg(feature = "serde")]
 use crate::snapshot::Snapshot;
+#[cfg(feature = "serde")]
 use crate::topology::Topology;
 
 /// The Kubernetes resource name of a page-size class (`None` for classes Kubernetes has no

@@ -10,7 +10,9 @@
 //! availability of [`holdback`](crate::plan::holdback) (when its allocations match the
 //! ledger).
 
+#[cfg(feature = "serde")]
 use crate::plan::holdback::Holdback;
+#[cfg(feature = "serde")]
 use crate::plan::Fleet;
 
 /// The Placement resource class of a page-size class.

@@ -3,7 +3,7 @@
 //! The guest's peak (`guest_used_peak_bytes`, from balloon statistics or a guest agent) is
 //! the most it has ever touched; a VM whose peak stays below `ratio` of its allocation is a
 //! candidate. The suggested size is the crate's one right-size rule,
-//! [`right_size_bytes`](crate::snapshot::right_size_bytes): the peak plus `margin_ppm`
+//! [`right_size_bytes`]: the peak plus `margin_ppm`
 //! (default [`RIGHT_SIZE_MARGIN_PPM`], as `numapin status` uses), rounded up to whole pages of
 //! the VM's largest class; what it frees is the difference. VMs with an unknown peak (0) are
 //! counted, never suggested.

@@ -146,7 +146,7 @@ pub fn for_each_scenario<F: FnMut(Scenario)>(
 }
 
 /// Re-checks N+k on `fleet` after a change confined to host `changed` that only *adds* load
-/// (VMs or reservations added there, new VMs appended at the end of [`Fleet::vms`]), reusing
+/// (VMs or reservations added there, new VMs appended at the end of [`Fleet::vms`](crate::plan::Fleet::vms)), reusing
 /// `base`, the report of the fleet before the change:
 /// - an impossible `base` stays impossible (a placement after the change, minus the added
 ///   load, would be one before it);

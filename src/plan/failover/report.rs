@@ -50,9 +50,9 @@ impl std::fmt::Display for Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Part {
-    /// Node index in [`Fleet::nodes`].
+    /// Node index in [`Fleet::nodes`](crate::plan::Fleet::nodes).
     pub node: usize,
-    /// Class index in [`Fleet::classes`].
+    /// Class index in [`Fleet::classes`](crate::plan::Fleet::classes).
     pub class: usize,
     /// Bytes placed there.
     pub bytes: u64,
@@ -62,7 +62,7 @@ pub struct Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Move {
-    /// VM index in [`Fleet::vms`].
+    /// VM index in [`Fleet::vms`](crate::plan::Fleet::vms).
     pub vm: usize,
     /// Its pieces (all on one host; on one node for single-node VMs).
     pub parts: Vec<Part>,
@@ -120,7 +120,7 @@ pub enum Proof {
     },
     /// VM `vm` fits on no surviving node (single-node) or host.
     DoesNotFit {
-        /// VM index in [`Fleet::vms`].
+        /// VM index in [`Fleet::vms`](crate::plan::Fleet::vms).
         vm: usize,
         /// Whether it must sit on one node.
         single_node: bool,

@@ -1,0 +1,298 @@
+//! Mapping: the owned region, and map → bind → advise → lock, everything before the first
+//! fault.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+
+use super::preflight::{check_capacity, check_cpuset};
+use super::{LockKind, MemPolicy, Plan, Reservation};
+use crate::error::{Error, PolicyDenial, Result};
+use crate::sys::{self, Backing, NodeMask};
+use crate::topology::Topology;
+use crate::units::{NodeId, PageSize};
+
+/// An owned mapping, unmapped on drop: private anonymous memory, or (a shared reservation) the
+/// whole of a sealed memory file mapped `MAP_SHARED`, whose descriptor it also owns (closed
+/// after the unmap; the pages live on for as long as another descriptor or mapping does).
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    pub(super) ptr: NonNull<u8>,
+    pub(super) len: usize,
+    pub(super) file: Option<OwnedFd>,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving the owner to another thread
+// moves nothing the kernel ties to a thread.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only hands out `&[u8]` or the raw address; Rust's borrow rules on
+// `Reservation` keep writes exclusive.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: per the type invariant of `Reservation`/`Mapping` we own the range and no
+        // borrow of it can outlive `self`.
+        if let Err(errno) = unsafe { sys::munmap(self.ptr, self.len) } {
+            // munmap of a whole mapping we created can only fail on a kernel or numapin bug.
+            // We do not panic (a panic in drop during unwinding aborts the VMM) and we do not
+            // pretend: the memory stays mapped, so any raw pointer a VMM still holds stays
+            // valid, and a ledger charge (held by the caller) keeps counting it.
+            eprintln!(
+                "numapin: munmap({:p}, {}) failed: {}; the region stays mapped (leaked)",
+                self.ptr,
+                self.len,
+                std::io::Error::from_raw_os_error(errno)
+            );
+        }
+    }
+}
+
+/// Why a policy call was refused: seccomp, cpuset, or something else.
+fn classify_denial(nodes: &[NodeId]) -> PolicyDenial {
+    if sys::proc_status_field("Seccomp").is_some_and(|v| v != "0") {
+        return PolicyDenial::Seccomp;
+    }
+    if check_cpuset(nodes).is_err() {
+        return PolicyDenial::Cpuset;
+    }
+    PolicyDenial::Other
+}
+
+fn policy_error(call: &'static str, errno: i32, nodes: &[NodeId]) -> Error {
+    match errno {
+        libc::EPERM => Error::PolicyDenied {
+            call,
+            nodes: nodes.to_vec(),
+            denial: classify_denial(nodes),
+        },
+        libc::EINVAL if check_cpuset(nodes).is_err() => Error::PolicyDenied {
+            call,
+            nodes: nodes.to_vec(),
+            denial: PolicyDenial::Cpuset,
+        },
+        libc::ENOSYS => Error::Unsupported {
+            what: "NUMA memory policies (CONFIG_NUMA)",
+            kernel: sys::kernel_release(),
+            fix: "use a kernel built with CONFIG_NUMA",
+        },
+        e => Error::sys(call, e),
+    }
+}
+
+fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
+    match policy {
+        MemPolicy::Bind => libc::MPOL_BIND,
+        MemPolicy::Interleave => libc::MPOL_INTERLEAVE,
+        MemPolicy::Preferred if nodes.len() == 1 => libc::MPOL_PREFERRED,
+        MemPolicy::Preferred => sys::MPOL_PREFERRED_MANY,
+    }
+}
+
+/// Re-reads the pools to describe a shortage the kernel found after the preflight passed: the
+/// same attribution as the preflight (which node must grow, by how much), on fresh numbers.
+/// If the fresh pools would pass (they changed again), the first node and its numbers.
+fn pool_short_now(plan: &Plan) -> Error {
+    let page = plan.page_size;
+    let gran = page.bytes().unwrap_or(1) as u64;
+    let node = plan.nodes[0];
+    match Topology::from_sysfs() {
+        Ok(t) => {
+            let b = Reservation::builder(plan.size).policy(plan.policy);
+            if let Err(e @ Error::HugepagesShort { .. }) = check_capacity(&b, &t, &plan.nodes, page)
+            {
+                return e;
+            }
+            Error::HugepagesShort {
+                node,
+                page_size: page,
+                wanted: plan.size / gran,
+                free_on_node: t
+                    .node(node)
+                    .and_then(|n| n.pool(page))
+                    .map_or(0, |p| p.free),
+                free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
+            }
+        }
+        Err(e) => e,
+    }
+}
+
+/// Runs `f` on a short-lived thread that holds `MPOL_BIND` to the plan's nodes (when the policy
+/// is `Bind`), so that the kernel's hugetlb reservation at `mmap` (hugetlb_acct_memory) counts
+/// only the free pages of those nodes, and the caller's own thread policy is never touched.
+fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let bind_at_map = plan.policy == MemPolicy::Bind;
+    let nodes = &plan.nodes;
+    let mask = NodeMask::new(nodes);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if bind_at_map {
+                sys::set_mempolicy(libc::MPOL_BIND, Some(&mask))
+                    .map_err(|e| policy_error("set_mempolicy", e, nodes))?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::sys("mmap", libc::EIO)))
+    })
+}
+
+/// A shared reservation's mapping: a sealed memfd of the plan's size (hugetlbfs or shmem),
+/// mapped `MAP_SHARED` from a thread bound to the nodes, as the private hugetlb mapping is.
+fn map_shared(plan: &Plan) -> Result<Mapping> {
+    let len = plan.size as usize;
+    let file = crate::shared::create_sealed("numapin", plan.page_size, plan.size)?;
+    let fd = file.as_fd();
+    let r = on_bound_thread(plan, || {
+        sys::mmap_shared(fd, len, plan.noreserve)
+            .map(|ptr| ptr.as_ptr() as usize)
+            .map_err(|e| match e {
+                libc::ENOMEM if plan.page_size.is_hugetlb() => pool_short_now(plan),
+                e => Error::sys("mmap", e),
+            })
+    })?;
+    // On error `file` drops here: closing the only reference frees the (still empty) file.
+    let ptr = NonNull::new(r as *mut u8).expect("mmap never returns null on success");
+    Ok(Mapping {
+        ptr,
+        len,
+        file: Some(file),
+    })
+}
+
+fn map(plan: &Plan) -> Result<Mapping> {
+    if plan.shared {
+        return map_shared(plan);
+    }
+    let len = plan.size as usize;
+    match plan.page_size {
+        PageSize::Huge2M | PageSize::Huge1G => {
+            let backing = if plan.page_size == PageSize::Huge2M {
+                Backing::Huge2M
+            } else {
+                Backing::Huge1G
+            };
+            let r = on_bound_thread(plan, || {
+                sys::mmap_anonymous(len, backing, plan.noreserve)
+                    .map(|ptr| ptr.as_ptr() as usize)
+                    .map_err(|e| match e {
+                        libc::ENOMEM => pool_short_now(plan),
+                        e => Error::sys("mmap", e),
+                    })
+            })?;
+            let ptr = NonNull::new(r as *mut u8).expect("mmap never returns null on success");
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
+        }
+        PageSize::Transparent => {
+            // Align to 2 MiB so that every 2 MiB of the region can be one huge page.
+            const HUGE: usize = 2 << 20;
+            let over = len + HUGE;
+            let raw = sys::mmap_anonymous(over, Backing::Base, plan.noreserve)
+                .map_err(|e| Error::sys("mmap", e))?;
+            let start = raw.as_ptr() as usize;
+            let aligned = start.next_multiple_of(HUGE);
+            let head = aligned - start;
+            let tail = over - head - len;
+            // SAFETY: head and tail lie inside the mapping just created and nothing refers to
+            // them; the aligned middle stays mapped.
+            unsafe {
+                if head > 0 {
+                    sys::munmap(raw, head).map_err(|e| Error::sys("munmap", e))?;
+                }
+                if tail > 0 {
+                    let t = NonNull::new((aligned + len) as *mut u8).expect("non-null");
+                    sys::munmap(t, tail).map_err(|e| Error::sys("munmap", e))?;
+                }
+            }
+            let ptr = NonNull::new(aligned as *mut u8).expect("non-null");
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
+        }
+        PageSize::Base4K => {
+            let ptr = sys::mmap_anonymous(len, Backing::Base, plan.noreserve)
+                .map_err(|e| Error::sys("mmap", e))?;
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
+        }
+        PageSize::Auto => unreachable!("resolved in preflight"),
+    }
+}
+
+/// Maps, binds, advises and locks: everything before the first fault.
+pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
+    let map = map(plan)?;
+    let len = map.len;
+
+    // Bind before the first fault.
+    let mask = NodeMask::new(&plan.nodes);
+    let flags = if plan.policy == MemPolicy::Bind {
+        sys::MPOL_MF_STRICT | sys::MPOL_MF_MOVE
+    } else {
+        0
+    };
+    sys::mbind(
+        map.ptr,
+        len,
+        mpol_mode(plan.policy, &plan.nodes),
+        &mask,
+        flags,
+    )
+    .map_err(|e| {
+        if e == libc::EINVAL && plan.policy == MemPolicy::Preferred && plan.nodes.len() > 1 {
+            Error::Unsupported {
+                what: "MPOL_PREFERRED_MANY (Linux 5.15)",
+                kernel: sys::kernel_release(),
+                fix: "prefer a single node, or run a kernel >= 5.15",
+            }
+        } else {
+            policy_error("mbind", e, &plan.nodes)
+        }
+    })?;
+
+    // Advice: keep guest memory out of core dumps and children, away from KSM.
+    sys::madvise(map.ptr, len, libc::MADV_DONTDUMP)
+        .map_err(|e| Error::sys("madvise(MADV_DONTDUMP)", e))?;
+    sys::madvise(map.ptr, len, libc::MADV_DONTFORK)
+        .map_err(|e| Error::sys("madvise(MADV_DONTFORK)", e))?;
+    match sys::madvise(map.ptr, len, libc::MADV_UNMERGEABLE) {
+        Ok(()) => {}
+        // A kernel without CONFIG_KSM refuses the advice; then nothing can merge anyway.
+        Err(libc::EINVAL) => notes.push("kernel has no KSM: MADV_UNMERGEABLE skipped".into()),
+        Err(e) => return Err(Error::sys("madvise(MADV_UNMERGEABLE)", e)),
+    }
+    if plan.page_size == PageSize::Transparent {
+        sys::madvise(map.ptr, len, libc::MADV_HUGEPAGE)
+            .map_err(|e| Error::sys("madvise(MADV_HUGEPAGE)", e))?;
+    }
+    if plan.page_size == PageSize::Base4K {
+        // 4k means 4 KiB pages: with THP `always` the kernel would otherwise back the region
+        // with huge pages the caller did not ask for (and the report would be wrong).
+        match sys::madvise(map.ptr, len, libc::MADV_NOHUGEPAGE) {
+            // A kernel without THP refuses the advice; then no huge page can appear anyway.
+            Ok(()) | Err(libc::EINVAL) => {}
+            Err(e) => return Err(Error::sys("madvise(MADV_NOHUGEPAGE)", e)),
+        }
+    }
+
+    if plan.lock == LockKind::Mlock {
+        sys::mlock2(map.ptr, len, true).map_err(|e| match e {
+            libc::ENOMEM | libc::EAGAIN | libc::EPERM => Error::MemlockLimit {
+                requested: plan.size,
+                limit: sys::memlock_limit(),
+                locked_already: sys::locked_bytes(),
+            },
+            e => Error::sys("mlock2", e),
+        })?;
+    }
+    Ok(map)
+}
