@@ -10,6 +10,7 @@ mod export;
 mod exporter;
 mod plan;
 mod reserve;
+mod run;
 mod status;
 mod topology;
 
@@ -30,6 +31,9 @@ enum Command {
     Topology(topology::Args),
     /// Reserve memory (map, bind, populate, lock, verify), print the report, release.
     Reserve(reserve::Args),
+    /// Reserve shared memory (a sealed memfd), then exec an unmodified VMM on it:
+    /// `numapin run --size 4GiB --vm web-1 -- qemu-system-x86_64 ... mem-path={path},share=on`.
+    Run(run::Args),
     /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
     Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
@@ -69,6 +73,16 @@ pub enum CliError {
         /// Why.
         what: String,
     },
+    /// `numapin run` could not start the VMM (the reservation was released).
+    #[error("cannot run {command}: {source}; the reservation was released. Check the command's name and PATH")]
+    Exec {
+        /// The command.
+        command: String,
+        /// Why `execvp` failed.
+        source: std::io::Error,
+        /// The exit status, as shells use it: 127 not found, 126 not runnable.
+        code: u8,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +93,7 @@ fn main() -> ExitCode {
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
+        Some(Command::Run(a)) => run::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Status(a)) => status::run(&a),
     };
@@ -91,7 +106,10 @@ fn finish(r: Result<ExitCode, CliError>) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("numapin: error: {e}");
-            ExitCode::FAILURE
+            match e {
+                CliError::Exec { code, .. } => ExitCode::from(code),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
