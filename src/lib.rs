@@ -6,6 +6,8 @@
 //! - [`shared`]: shared reservations: sealed memfds, adopting one, passing descriptors.
 //! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
+//! - [`fleet`]: a host's capacity and failover hold-back for Prometheus, Kubernetes
+//!   NodeResourceTopology and OpenStack Placement; snapshots rebuilt from Prometheus.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
 //! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
@@ -27,6 +29,7 @@
 #[allow(unsafe_code)]
 pub mod baseline;
 mod error;
+pub mod fleet;
 pub mod ledger;
 pub mod measure;
 pub mod plan;

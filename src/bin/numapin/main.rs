@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod export;
+mod exporter;
 mod plan;
 mod reserve;
 mod run;
@@ -36,6 +38,8 @@ enum Command {
     Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
     Bench(bench::Args),
+    /// Serve this host's ledger as Prometheus metrics over HTTP (`/metrics`).
+    Exporter(exporter::Args),
     /// Show the host ledger: per node and page-size class capacity, limit, reserved and
     /// available; per VM allocated vs guest-used with a right-sizing hint.
     Status(status::Args),
@@ -53,6 +57,22 @@ pub enum CliError {
     /// Writing to stdout failed.
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    /// An HTTP server could not be reached, or answered nonsense, or cannot listen.
+    #[error("{url}: {what}")]
+    Http {
+        /// The URL or address.
+        url: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// An output file could not be written.
+    #[error("cannot write {}: {what}", path.display())]
+    Output {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        what: String,
+    },
     /// `numapin run` could not start the VMM (the reservation was released).
     #[error("cannot run {command}: {source}; the reservation was released. Check the command's name and PATH")]
     Exec {
@@ -68,16 +88,22 @@ pub enum CliError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
+        Some(Command::Plan(a)) => return finish(plan::run(&a)),
+        Some(Command::Exporter(a)) => return finish(exporter::run(&a)),
         None => demo::run(),
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
         Some(Command::Run(a)) => run::run(&a),
-        Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Status(a)) => status::run(&a),
     };
+    finish(r.map(|()| ExitCode::SUCCESS))
+}
+
+/// The exit code of a subcommand's result, printing its error.
+fn finish(r: Result<ExitCode, CliError>) -> ExitCode {
     match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("numapin: error: {e}");
             match e {
