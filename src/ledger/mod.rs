@@ -39,7 +39,6 @@
 
 mod config;
 mod file;
-pub mod metrics;
 mod owner;
 mod reaper;
 mod record;

@@ -118,13 +118,15 @@ impl Ledger {
                 v.single_node = Some(ns.len() == 1);
             }
         }
-        Ok(Snapshot {
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+        let who = crate::snapshot::HostIdentity::this_host();
+        let mut snap = Snapshot {
+            host: who.host,
+            host_id: who.host_id,
             nodes,
             vms,
-        })
+        };
+        snap.canonicalize();
+        Ok(snap)
     }
 
     /// Checks that every class counter equals the sum of the charges of the records holding

@@ -121,6 +121,14 @@ impl PendingReservation {
         self.shared().map.len
     }
 
+    /// The descriptor of a shared reservation's sealed memory file (`None` for a private
+    /// one); see [`Reservation::as_fd`]. Pages not populated yet are faulted in by whoever
+    /// touches them first, under the same [`PendingReservation::fault_guarantee`].
+    pub fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.shared().map.file.as_ref().map(|f| f.as_fd())
+    }
+
     /// Always false: a reservation is never empty.
     pub fn is_empty(&self) -> bool {
         self.shared().map.len == 0

@@ -143,6 +143,7 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
         lock,
         noreserve: b.noreserve,
         verify_limit: b.verify_limit,
+        shared: b.shared,
         notes,
     })
 }
@@ -222,6 +223,13 @@ pub(super) fn check_capacity(
         });
     }
     match page {
+        PageSize::Transparent if b.shared => {
+            // A shared reservation is a shmem file: its THP follows shmem_enabled, not enabled.
+            if let Some(mode) = crate::shared::shmem_thp_unavailable() {
+                return Err(Error::ShmemThpUnavailable { mode });
+            }
+            check_node_memory(b, topo, nodes, page)
+        }
         PageSize::Transparent => {
             if matches!(topo.thp, ThpMode::Never | ThpMode::Unsupported) {
                 return Err(Error::ThpUnavailable {
