@@ -25,6 +25,7 @@
 
 #[allow(unsafe_code)]
 pub mod baseline;
+pub mod cgroup;
 mod error;
 pub mod ledger;
 pub mod measure;
@@ -49,8 +50,8 @@ pub mod vmm;
 pub use error::{Error, PolicyDenial, Result};
 pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
 pub use reservation::{
-    FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress, Report,
-    Reservation, ReservationBuilder,
+    FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
+    Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize};

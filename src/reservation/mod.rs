@@ -16,6 +16,7 @@
 
 mod background;
 mod builder;
+mod facts;
 mod many;
 mod map;
 mod populate;
@@ -31,6 +32,7 @@ use crate::units::{format_bytes, NodeId, PageSize};
 pub(crate) use background::HeldMapping;
 pub use background::{FaultGuarantee, PendingReservation, PopulateProgress};
 pub use builder::ReservationBuilder;
+pub use facts::{HostFacts, MemlockFacts};
 use map::Mapping;
 
 /// How pages are spread over the nodes given to the builder.
@@ -328,6 +330,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            facts: None,
             cpus: None,
             ledger: None,
             vm: None,

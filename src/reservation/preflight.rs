@@ -1,13 +1,15 @@
 //! Preflight: decides page size, nodes, threads and CPUs, and checks that the host can hold
 //! the reservation, before anything is mapped.
 
+use super::facts::{HostFacts, MemlockFacts};
 use super::{LockKind, MemPolicy, Plan, ReservationBuilder};
-use crate::error::{Error, PolicyDenial, Result};
-use crate::sys;
+use crate::error::{Error, Result};
 use crate::topology::{format_cpulist, ThpMode, Topology};
 use crate::units::{format_bytes, NodeId, PageSize};
 
-pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan> {
+/// Decides the plan from the request and the host's facts; reads nothing else.
+pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Plan> {
+    let topo = &facts.topology;
     let mut notes = Vec::new();
     if b.size == 0 {
         return Err(Error::InvalidSize {
@@ -21,7 +23,7 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
             reason: "larger than this platform's address space".into(),
         });
     }
-    check_kernel()?;
+    check_kernel(&facts.kernel_release)?;
 
     // Nodes.
     let with_memory: Vec<NodeId> = topo
@@ -34,7 +36,7 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
     nodes.sort_unstable();
     nodes.dedup();
     if nodes.is_empty() {
-        let local = sys::current_cpu().and_then(|c| topo.node_of_cpu(c));
+        let local = facts.current_cpu.and_then(|c| topo.node_of_cpu(c));
         let (chosen, why) = default_node(topo, local)
             .ok_or_else(|| Error::InvalidConfig("no online node has memory".into()))?;
         notes.push(format!("no node given: chose node {chosen} ({why})"));
@@ -52,14 +54,14 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
             });
         }
     }
-    check_cpuset(&nodes)?;
+    check_cpuset(facts, &nodes)?;
 
     // Page size.
     let page_size = match b.page_size {
         PageSize::Auto => {
             let mut chosen = None;
             for cand in PageSize::CONCRETE_LARGEST_FIRST {
-                match check_capacity(b, topo, &nodes, cand) {
+                match check_capacity(b, facts, &nodes, cand) {
                     Ok(()) => {
                         chosen = Some(cand);
                         break;
@@ -71,13 +73,13 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
             match chosen {
                 Some(p) => p,
                 None => {
-                    check_capacity(b, topo, &nodes, PageSize::Base4K)?;
+                    check_capacity(b, facts, &nodes, PageSize::Base4K)?;
                     PageSize::Base4K
                 }
             }
         }
         p => {
-            check_capacity(b, topo, &nodes, p)?;
+            check_capacity(b, facts, &nodes, p)?;
             p
         }
     };
@@ -86,14 +88,14 @@ pub(super) fn preflight(b: &ReservationBuilder, topo: &Topology) -> Result<Plan>
     let lock = if page_size.is_hugetlb() {
         LockKind::Hugetlb
     } else if b.lock {
-        check_memlock(b.size)?;
+        check_memlock(&facts.memlock, b.size)?;
         LockKind::Mlock
     } else {
         LockKind::None
     };
 
     // Threads and CPUs.
-    let allowed = sys::affinity().map_err(|e| Error::sys("sched_getaffinity", e))?;
+    let allowed = facts.affinity.clone();
     let mut node_cpus: Vec<u32> = nodes
         .iter()
         .filter_map(|n| topo.node(*n))
@@ -183,22 +185,36 @@ fn short_reason(e: &Error) -> String {
             node,
             wanted,
             free_on_node,
+            short,
             ..
         } => {
-            format!("node {node} has {free_on_node} free, {wanted} needed")
+            format!("node {node} has {free_on_node} free, {wanted} needed ({short} short)")
         }
+        Error::HugepagesShortOnNodes {
+            wanted,
+            free,
+            short,
+            ..
+        } => format!(
+            "nodes {:?} have {} free together, {wanted} needed ({short} short)",
+            free.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            free.iter().map(|(_, f)| f).sum::<u64>()
+        ),
         Error::InvalidSize { reason, .. } => reason.clone(),
         other => other.to_string(),
     }
 }
 
-/// Checks that the size fits the page size and that the nodes can hold it.
+/// Checks that the size fits the page size and that the nodes can hold it: per node, host-wide
+/// (free pages less those other mappings reserved, as the kernel counts at `mmap`) and within
+/// the process's cgroup limits.
 pub(super) fn check_capacity(
     b: &ReservationBuilder,
-    topo: &Topology,
+    facts: &HostFacts,
     nodes: &[NodeId],
     page: PageSize,
 ) -> Result<()> {
+    let topo = &facts.topology;
     let gran = page.bytes().expect("concrete page size") as u64;
     if b.size % gran != 0 {
         let down = b.size / gran * gran;
@@ -232,64 +248,120 @@ pub(super) fn check_capacity(
                     },
                 });
             }
-            check_node_memory(b, topo, nodes, page)
+            check_node_memory(b, topo, nodes, page)?;
+            check_cgroup(facts, page, b.size)
         }
-        PageSize::Base4K => check_node_memory(b, topo, nodes, page),
+        PageSize::Base4K => {
+            check_node_memory(b, topo, nodes, page)?;
+            check_cgroup(facts, page, b.size)
+        }
         PageSize::Huge2M | PageSize::Huge1G => {
-            let pages = b.size / gran;
-            let free = |n: NodeId| {
-                topo.node(n)
-                    .and_then(|x| x.pool(page))
-                    .map_or(0, |p| p.free)
-            };
-            let short = |node: NodeId, wanted: u64, free_on_node: u64| Error::HugepagesShort {
-                node,
-                page_size: page,
-                wanted,
-                free_on_node,
-                free_elsewhere: topo.free_hugepages_elsewhere(page, &[node]),
-            };
-            match b.policy {
-                MemPolicy::Bind => {
-                    let total: u64 = nodes.iter().map(|&n| free(n)).sum();
-                    if total < pages {
-                        // Ask the first node to make up the whole deficit. "Elsewhere" is
-                        // outside the bound nodes: the other bound nodes' pages are counted
-                        // in `wanted` already, and the message says the rest cannot be used.
-                        let n = nodes[0];
-                        let others = total - free(n);
-                        return Err(Error::HugepagesShort {
-                            node: n,
-                            page_size: page,
-                            wanted: pages - others,
-                            free_on_node: free(n),
-                            free_elsewhere: topo.free_hugepages_elsewhere(page, nodes),
-                        });
-                    }
-                }
-                MemPolicy::Interleave => {
-                    let share = pages.div_ceil(nodes.len() as u64);
-                    for &n in nodes {
-                        if free(n) < share {
-                            return Err(short(n, share, free(n)));
-                        }
-                    }
-                }
-                MemPolicy::Preferred => {
-                    let total: u64 = topo.nodes.iter().map(|x| free(x.id)).sum();
-                    if total < pages {
-                        return Err(short(
-                            nodes[0],
-                            pages - (total - free(nodes[0])),
-                            free(nodes[0]),
-                        ));
-                    }
-                }
-            }
-            Ok(())
+            check_pools(b, facts, nodes, page)?;
+            check_cgroup(facts, page, b.size)
         }
         PageSize::Auto => unreachable!("auto is resolved before"),
     }
+}
+
+/// The hugetlb pools: the nodes' free pages under the policy, and host-wide the free pages no
+/// other mapping has reserved (the kernel checks both when the region is mapped).
+fn check_pools(
+    b: &ReservationBuilder,
+    facts: &HostFacts,
+    nodes: &[NodeId],
+    page: PageSize,
+) -> Result<()> {
+    let topo = &facts.topology;
+    let pages = b.size / page.bytes().expect("concrete page size") as u64;
+    let free = |n: NodeId| {
+        topo.node(n)
+            .and_then(|x| x.pool(page))
+            .map_or(0, |p| p.free)
+    };
+    let all_nodes: u64 = topo.nodes.iter().map(|x| free(x.id)).sum();
+    let host = facts.host_pool(page);
+    let reserved = host.map_or(0, |h| h.reserved);
+    let unreserved = host.map_or(all_nodes, |h| h.unreserved());
+    let host_short = pages.saturating_sub(unreserved);
+    let one = |node: NodeId, wanted: u64, short: u64| Error::HugepagesShort {
+        node,
+        page_size: page,
+        wanted,
+        free_on_node: free(node),
+        free_elsewhere: topo.free_hugepages_elsewhere(page, &[node]),
+        reserved,
+        short,
+    };
+    match b.policy {
+        MemPolicy::Bind if nodes.len() == 1 => {
+            let short = pages.saturating_sub(free(nodes[0])).max(host_short);
+            if short > 0 {
+                return Err(one(nodes[0], pages, short));
+            }
+        }
+        MemPolicy::Bind => {
+            // Any of the bound nodes may supply any page: the shortage belongs to them together,
+            // and growing any one of them by the deficit fixes it.
+            let together: u64 = nodes.iter().map(|&n| free(n)).sum();
+            let short = pages.saturating_sub(together).max(host_short);
+            if short > 0 {
+                return Err(Error::HugepagesShortOnNodes {
+                    page_size: page,
+                    wanted: pages,
+                    free: nodes.iter().map(|&n| (n, free(n))).collect(),
+                    reserved,
+                    short,
+                });
+            }
+        }
+        MemPolicy::Interleave => {
+            // Each node must hold its share (rounded up); the first node short is named.
+            let share = pages.div_ceil(nodes.len() as u64);
+            for &n in nodes {
+                let short = share.saturating_sub(free(n)).max(host_short);
+                if short > 0 {
+                    return Err(one(n, share, short));
+                }
+            }
+        }
+        MemPolicy::Preferred => {
+            // May fall back to any node: the host's free pages count, the preferred node is
+            // asked for what the others cannot give.
+            let short = pages.saturating_sub(all_nodes).max(host_short);
+            if short > 0 {
+                let others = all_nodes - free(nodes[0]);
+                return Err(one(nodes[0], pages.saturating_sub(others), short));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup limit that bounds this page size: hugetlb sizes the hugetlb controller (and the
+/// memory controller where it counts hugetlb too), the others the memory controller.
+fn check_cgroup(facts: &HostFacts, page: PageSize, size: u64) -> Result<()> {
+    let cg = &facts.cgroup;
+    let mut limits = Vec::new();
+    if page.is_hugetlb() {
+        limits.extend(cg.hugetlb(page.bytes().unwrap_or(0) as u64));
+        if cg.memory_counts_hugetlb {
+            limits.extend(cg.memory.as_ref());
+        }
+    } else {
+        limits.extend(cg.memory.as_ref());
+    }
+    for l in limits {
+        if l.room() < size {
+            return Err(Error::CgroupLimit {
+                file: l.file.clone(),
+                page_size: page,
+                requested: size,
+                limit: l.limit,
+                usage: l.usage,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_node_memory(
@@ -330,42 +402,37 @@ fn check_node_memory(
     }
 }
 
-fn check_memlock(size: u64) -> Result<()> {
-    if sys::has_cap_ipc_lock() {
+fn check_memlock(m: &MemlockFacts, size: u64) -> Result<()> {
+    if m.cap_ipc_lock {
         return Ok(());
     }
-    let limit = sys::memlock_limit();
-    let locked = sys::locked_bytes();
-    if limit != u64::MAX && locked.saturating_add(size) > limit {
+    if m.limit != u64::MAX && m.locked.saturating_add(size) > m.limit {
         return Err(Error::MemlockLimit {
             requested: size,
-            limit,
-            locked_already: locked,
+            limit: m.limit,
+            locked_already: m.locked,
         });
     }
     Ok(())
 }
 
-pub(super) fn check_cpuset(nodes: &[NodeId]) -> Result<()> {
-    let Some(allowed) = sys::proc_status_field("Mems_allowed_list") else {
-        return Ok(());
-    };
-    let Ok(allowed) = crate::topology::parse_cpulist(&allowed) else {
+/// The nodes must be among the memory nodes the cpuset allows.
+fn check_cpuset(facts: &HostFacts, nodes: &[NodeId]) -> Result<()> {
+    let Some(allowed) = &facts.mems_allowed else {
         return Ok(());
     };
     if nodes.iter().all(|n| allowed.binary_search(&n.0).is_ok()) {
         Ok(())
     } else {
-        Err(Error::PolicyDenied {
-            call: "cpuset",
+        Err(Error::NodesNotAllowed {
             nodes: nodes.to_vec(),
-            denial: PolicyDenial::Cpuset,
+            allowed: allowed.iter().map(|&n| NodeId(n)).collect(),
+            file: facts.cgroup.cpuset_mems_file.clone(),
         })
     }
 }
 
-fn check_kernel() -> Result<()> {
-    let rel = sys::kernel_release();
+fn check_kernel(rel: &str) -> Result<()> {
     let mut it = rel
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|s| s.parse::<u32>().ok());
@@ -373,7 +440,7 @@ fn check_kernel() -> Result<()> {
     if (major, minor) < (5, 14) {
         return Err(Error::Unsupported {
             what: "MADV_POPULATE_WRITE (Linux 5.14)",
-            kernel: rel,
+            kernel: rel.to_string(),
             fix: "run a kernel >= 5.14; numapin will not populate by touching pages because a short pool would kill the process with SIGBUS",
         });
     }
@@ -383,7 +450,12 @@ fn check_kernel() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::{CgroupFacts, CgroupLimit};
+    use crate::reservation::map::pool_short_at;
     use crate::reservation::Reservation;
+    use crate::topology::HostPool;
+
+    const M2: u64 = 2 << 20;
 
     #[test]
     fn size_errors_say_what_to_use() {
@@ -447,15 +519,66 @@ mod tests {
         }
     }
 
-    fn capacity(policy: MemPolicy, nodes: &[u32], size: u64, page: PageSize) -> Result<()> {
+    /// Facts of a host with this topology: host-wide pools are the node pools summed, nothing
+    /// reserved, no limits; CPUs 0-3 allowed, running on CPU 0.
+    fn facts_of(topology: Topology) -> HostFacts {
+        let mut host_pools: Vec<HostPool> = Vec::new();
+        for p in topology.nodes.iter().flat_map(|n| &n.hugepages) {
+            match host_pools
+                .iter_mut()
+                .find(|h| h.page_size_bytes == p.page_size_bytes)
+            {
+                Some(h) => {
+                    h.total += p.total;
+                    h.free += p.free;
+                }
+                None => host_pools.push(HostPool {
+                    page_size_bytes: p.page_size_bytes,
+                    total: p.total,
+                    free: p.free,
+                    reserved: 0,
+                    surplus: 0,
+                }),
+            }
+        }
+        HostFacts {
+            topology,
+            host_pools,
+            affinity: vec![0, 1, 2, 3],
+            current_cpu: Some(0),
+            memlock: MemlockFacts {
+                cap_ipc_lock: false,
+                limit: u64::MAX,
+                locked: 0,
+            },
+            mems_allowed: None,
+            cgroup: CgroupFacts::default(),
+            kernel_release: "6.8.0".into(),
+        }
+    }
+
+    fn fixture_facts() -> HostFacts {
+        facts_of(fixture())
+    }
+
+    fn capacity_on(
+        f: &HostFacts,
+        policy: MemPolicy,
+        nodes: &[u32],
+        size: u64,
+        page: PageSize,
+    ) -> Result<()> {
         let b = Reservation::builder(size).policy(policy);
         let nodes: Vec<NodeId> = nodes.iter().map(|&n| NodeId(n)).collect();
-        check_capacity(&b, &fixture(), &nodes, page)
+        check_capacity(&b, f, &nodes, page)
+    }
+
+    fn capacity(policy: MemPolicy, nodes: &[u32], size: u64, page: PageSize) -> Result<()> {
+        capacity_on(&fixture_facts(), policy, nodes, size, page)
     }
 
     #[test]
     fn pool_shortage_is_attributed_to_the_node_that_must_grow() {
-        const M2: u64 = 2 << 20;
         assert!(capacity(MemPolicy::Bind, &[0], 100 * M2, PageSize::Huge2M).is_ok());
         match capacity(MemPolicy::Bind, &[1], 20 * M2, PageSize::Huge2M) {
             Err(Error::HugepagesShort {
@@ -463,29 +586,12 @@ mod tests {
                 wanted,
                 free_on_node,
                 free_elsewhere,
+                short,
                 ..
             }) => {
                 assert_eq!(
-                    (node, wanted, free_on_node, free_elsewhere),
-                    (NodeId(1), 20, 10, 100)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        // Bind to two nodes: together they hold 110; node 1 must make up the deficit.
-        assert!(capacity(MemPolicy::Bind, &[0, 1], 110 * M2, PageSize::Huge2M).is_ok());
-        match capacity(MemPolicy::Bind, &[1, 0], 111 * M2, PageSize::Huge2M) {
-            Err(Error::HugepagesShort {
-                node,
-                wanted,
-                free_on_node,
-                free_elsewhere,
-                ..
-            }) => {
-                // Node 0's 100 free pages are counted in `wanted`, not "elsewhere".
-                assert_eq!(
-                    (node, wanted, free_on_node, free_elsewhere),
-                    (NodeId(1), 11, 10, 0)
+                    (node, wanted, free_on_node, free_elsewhere, short),
+                    (NodeId(1), 20, 10, 100, 10)
                 );
             }
             other => panic!("{other:?}"),
@@ -493,14 +599,121 @@ mod tests {
         // Interleave: each node needs its share, rounded up.
         assert!(capacity(MemPolicy::Interleave, &[0, 1], 20 * M2, PageSize::Huge2M).is_ok());
         match capacity(MemPolicy::Interleave, &[0, 1], 21 * M2, PageSize::Huge2M) {
-            Err(Error::HugepagesShort { node, wanted, .. }) => {
-                assert_eq!((node, wanted), (NodeId(1), 11));
+            Err(Error::HugepagesShort {
+                node,
+                wanted,
+                short,
+                ..
+            }) => {
+                assert_eq!((node, wanted, short), (NodeId(1), 11, 1));
             }
             other => panic!("{other:?}"),
         }
         // Preferred may fall back: the whole host counts.
         assert!(capacity(MemPolicy::Preferred, &[1], 110 * M2, PageSize::Huge2M).is_ok());
-        assert!(capacity(MemPolicy::Preferred, &[1], 111 * M2, PageSize::Huge2M).is_err());
+        match capacity(MemPolicy::Preferred, &[1], 111 * M2, PageSize::Huge2M) {
+            Err(Error::HugepagesShort {
+                node,
+                wanted,
+                short,
+                ..
+            }) => assert_eq!((node, wanted, short), (NodeId(1), 11, 1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_multi_node_bind_shortage_is_reported_per_node() {
+        // Bound to two nodes, together 110 free: the shortage belongs to both, with each
+        // node's count, not the whole deficit asked of the first node.
+        assert!(capacity(MemPolicy::Bind, &[0, 1], 110 * M2, PageSize::Huge2M).is_ok());
+        let e = capacity(MemPolicy::Bind, &[1, 0], 111 * M2, PageSize::Huge2M).unwrap_err();
+        match &e {
+            Error::HugepagesShortOnNodes {
+                wanted,
+                free,
+                short,
+                reserved,
+                ..
+            } => {
+                assert_eq!(
+                    (*wanted, free.clone(), *short, *reserved),
+                    (111, vec![(NodeId(1), 10), (NodeId(0), 100)], 1, 0)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = e.to_string();
+        assert!(
+            m.contains("node 1: 10") && m.contains("node 0: 100") && m.contains("(1 short)"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn pages_reserved_by_other_mappings_are_not_free() {
+        // One node, 40 free 2M pages of which 30 are reserved by another process's mapping
+        // (HugePages_Rsvd): 64 MiB (32 pages) is 22 short, not "0 short".
+        let mut t = fixture();
+        t.nodes.truncate(1);
+        t.distances = vec![vec![10]];
+        t.nodes[0].hugepages[0].free = 40;
+        let mut f = facts_of(t);
+        f.host_pools[0].reserved = 30;
+        let e = capacity_on(&f, MemPolicy::Bind, &[0], 32 * M2, PageSize::Huge2M).unwrap_err();
+        match &e {
+            Error::HugepagesShort {
+                wanted,
+                free_on_node,
+                reserved,
+                short,
+                ..
+            } => assert_eq!(
+                (*wanted, *free_on_node, *reserved, *short),
+                (32, 40, 30, 22)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let m = e.to_string();
+        assert!(
+            m.contains("(22 short)") && m.contains("+ 22 ))") && m.contains("30"),
+            "{m}"
+        );
+        assert!(capacity_on(&f, MemPolicy::Bind, &[0], 10 * M2, PageSize::Huge2M).is_ok());
+        // The same host-wide rule under every policy.
+        for policy in [MemPolicy::Interleave, MemPolicy::Preferred] {
+            assert!(matches!(
+                capacity_on(&f, policy, &[0], 11 * M2, PageSize::Huge2M),
+                Err(Error::HugepagesShort { short: 1, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_kernel_refusal_is_described_with_true_numbers() {
+        // Two 800 MiB reservations race for a 600-page pool: the first reserved its 400 pages
+        // (free 600, reserved 400), the kernel refused the second. Re-read, the numbers must
+        // say 200 short, and never "0 short" however the pool moved after the refusal.
+        let mut t = fixture();
+        t.nodes.truncate(1);
+        t.distances = vec![vec![10]];
+        t.nodes[0].hugepages[0].free = 600;
+        let mut f = facts_of(t);
+        let plan = Reservation::builder(400 * M2)
+            .page_size(PageSize::Huge2M)
+            .node(NodeId(0))
+            .preflight_on(&f)
+            .unwrap();
+        f.host_pools[0].reserved = 400;
+        match pool_short_at(&plan, &f) {
+            Error::HugepagesShort { short, wanted, .. } => assert_eq!((short, wanted), (200, 400)),
+            other => panic!("{other:?}"),
+        }
+        f.host_pools[0].reserved = 0;
+        assert!(matches!(
+            pool_short_at(&plan, &f),
+            Error::HugepagesShort { short: 1, .. }
+        ));
     }
 
     #[test]
@@ -521,12 +734,112 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_limits_refuse_with_the_file_to_raise() {
+        let mut f = fixture_facts();
+        let file = std::path::PathBuf::from("/sys/fs/cgroup/vm/memory.max");
+        f.cgroup.memory = Some(CgroupLimit {
+            file: file.clone(),
+            limit: 256 << 20,
+            usage: 32 << 20,
+        });
+        // 1 GiB of base pages in a cgroup with 224 MiB of room: refused, not OOM-killed later.
+        let e = capacity_on(&f, MemPolicy::Bind, &[0], 1 << 30, PageSize::Base4K).unwrap_err();
+        match &e {
+            Error::CgroupLimit {
+                file: got,
+                requested,
+                limit,
+                usage,
+                ..
+            } => assert_eq!(
+                (got, *requested, *limit, *usage),
+                (&file, 1 << 30, 256 << 20, 32 << 20)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let m = e.to_string();
+        assert!(m.contains("memory.max") && m.contains("224 MiB"), "{m}");
+        assert!(capacity_on(&f, MemPolicy::Bind, &[0], 224 << 20, PageSize::Base4K).is_ok());
+        // The memory limit does not bound hugetlb pages, unless the mount says it does.
+        assert!(capacity_on(&f, MemPolicy::Bind, &[0], 100 * M2, PageSize::Huge2M).is_ok());
+        f.cgroup.memory_counts_hugetlb = true;
+        f.cgroup.memory.as_mut().unwrap().limit = 128 << 20;
+        assert!(matches!(
+            capacity_on(&f, MemPolicy::Bind, &[0], 100 * M2, PageSize::Huge2M),
+            Err(Error::CgroupLimit { .. })
+        ));
+        // The hugetlb limit of the page size bounds hugetlb pages.
+        f.cgroup.memory_counts_hugetlb = false;
+        f.cgroup.hugetlb.push((
+            2 << 20,
+            CgroupLimit {
+                file: "/sys/fs/cgroup/vm/hugetlb.2MB.max".into(),
+                limit: 16 * M2,
+                usage: 0,
+            },
+        ));
+        let e = capacity_on(&f, MemPolicy::Bind, &[0], 20 * M2, PageSize::Huge2M).unwrap_err();
+        assert!(
+            matches!(&e, Error::CgroupLimit { file, .. } if file.ends_with("hugetlb.2MB.max")),
+            "{e}"
+        );
+        assert!(capacity_on(&f, MemPolicy::Bind, &[0], 16 * M2, PageSize::Huge2M).is_ok());
+    }
+
+    #[test]
+    fn cpuset_and_memlock_decisions() {
+        let mut f = fixture_facts();
+        f.mems_allowed = Some(vec![0]);
+        f.cgroup.cpuset_mems_file = Some("/sys/fs/cgroup/vm/cpuset.mems.effective".into());
+        let b = Reservation::builder(2 << 20).node(NodeId(1));
+        match preflight(&b, &f) {
+            Err(Error::NodesNotAllowed {
+                nodes,
+                allowed,
+                file,
+            }) => {
+                assert_eq!((nodes, allowed), (vec![NodeId(1)], vec![NodeId(0)]));
+                assert!(file.unwrap().ends_with("cpuset.mems.effective"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut f = fixture_facts();
+        f.memlock = MemlockFacts {
+            cap_ipc_lock: false,
+            limit: 8 << 20,
+            locked: 1 << 20,
+        };
+        let b = Reservation::builder(8 << 20)
+            .page_size(PageSize::Base4K)
+            .node(NodeId(0));
+        assert!(matches!(
+            preflight(&b, &f),
+            Err(Error::MemlockLimit {
+                requested: 0x80_0000,
+                limit: 0x80_0000,
+                locked_already: 0x10_0000
+            })
+        ));
+        // hugetlb pages need no lock; CAP_IPC_LOCK lifts the limit; so does lock(false).
+        assert!(preflight(&b.clone().page_size(PageSize::Huge2M), &f).is_ok());
+        assert!(preflight(&b.clone().lock(false), &f).is_ok());
+        f.memlock.cap_ipc_lock = true;
+        assert!(preflight(&b, &f).is_ok());
+        // An old kernel is refused before anything else.
+        f.kernel_release = "5.10.0".into();
+        assert!(matches!(
+            preflight(&b, &f),
+            Err(Error::Unsupported { kernel, .. }) if kernel == "5.10.0"
+        ));
+    }
+
+    #[test]
     fn thp_disabled_is_named() {
         let mut t = fixture();
         t.thp = ThpMode::Never;
         let b = Reservation::builder(2 << 20);
         assert!(matches!(
-            check_capacity(&b, &t, &[NodeId(0)], PageSize::Transparent),
+            check_capacity(&b, &facts_of(t), &[NodeId(0)], PageSize::Transparent),
             Err(Error::ThpUnavailable { mode: "never" })
         ));
     }
@@ -535,7 +848,7 @@ mod tests {
     fn memoryless_and_absent_nodes_are_refused() {
         let b = Reservation::builder(2 << 20).node(NodeId(3));
         assert!(matches!(
-            preflight(&b, &fixture()),
+            preflight(&b, &fixture_facts()),
             Err(Error::NodeWithoutMemory {
                 node: NodeId(3),
                 ..
@@ -543,7 +856,7 @@ mod tests {
         ));
         let b = Reservation::builder(2 << 20).node(NodeId(2));
         assert!(matches!(
-            preflight(&b, &fixture()),
+            preflight(&b, &fixture_facts()),
             Err(Error::NodeAbsent {
                 node: NodeId(2),
                 ..
@@ -553,22 +866,31 @@ mod tests {
 
     #[test]
     fn populate_cpus_must_be_usable() {
-        let e = Reservation::builder(2 << 20)
-            .page_size(PageSize::Base4K)
-            .cpus([60_000, 60_001])
-            .preflight()
-            .unwrap_err();
+        let f = fixture_facts();
+        let b = Reservation::builder(2 << 20).page_size(PageSize::Base4K);
+        let e = preflight(&b.clone().cpus([60_000, 60_001]), &f).unwrap_err();
         assert!(
             matches!(&e, Error::InvalidConfig(m) if m.contains("60000-60001") && m.contains("allowed")),
             "{e}"
         );
-        let allowed = sys::affinity().unwrap();
+        let plan = preflight(&b.clone().cpus([1, 60_000]), &f).unwrap();
+        assert_eq!((plan.cpus.clone(), plan.threads), (vec![1], 1));
+        // Without cpus: the node's allowed CPUs; the CPU-less node 1 gets every allowed CPU.
+        let plan = preflight(&b.clone().node(NodeId(0)), &f).unwrap();
+        assert_eq!((plan.cpus.clone(), plan.threads), (vec![0, 1], 2));
+        let plan = preflight(&b.clone().node(NodeId(1)), &f).unwrap();
+        assert_eq!(plan.cpus, vec![0, 1, 2, 3]);
+        // The live host: the same decision on gathered facts.
+        let live = HostFacts::gather(None).unwrap();
         let plan = Reservation::builder(2 << 20)
             .page_size(PageSize::Base4K)
-            .cpus([allowed[0], 60_000])
-            .preflight()
+            .cpus([live.affinity[0], 60_000])
+            .preflight_on(&live)
             .unwrap();
-        assert_eq!((plan.cpus.clone(), plan.threads), (vec![allowed[0]], 1));
+        assert_eq!(
+            (plan.cpus.clone(), plan.threads),
+            (vec![live.affinity[0]], 1)
+        );
     }
 
     #[test]
@@ -588,5 +910,10 @@ mod tests {
             why.contains("nearest") && why.contains("distance 15"),
             "{why}"
         );
+        // The preflight asks the facts which CPU it runs on: CPU 2 is on memory-less node 3.
+        let mut f = facts_of(t);
+        f.current_cpu = Some(2);
+        let plan = preflight(&Reservation::builder(2 << 20), &f).unwrap();
+        assert_eq!(plan.nodes, vec![NodeId(1)]);
     }
 }
