@@ -129,7 +129,7 @@ pub enum Error {
     },
 
     /// The calling process's cpuset does not allow some of the nodes.
-    #[error("nodes {nodes:?} are outside this process's cpuset (memory nodes allowed: {allowed:?}{}); add them to the cgroup's cpuset.mems{} or bind to allowed nodes", file.as_ref().map_or(String::new(), |f| format!(", from {}", f.display())), file.as_ref().map_or(String::new(), |f| format!(" (the file beside {})", f.display())))]
+    #[error("nodes {} are outside this process's cpuset (memory nodes allowed: {}{}); add them to the cgroup's cpuset.mems{} or bind to allowed nodes", node_list(nodes), node_list(allowed), file.as_ref().map_or(String::new(), |f| format!(", from {}", f.display())), file.as_ref().map_or(String::new(), |f| format!(" (the file beside {})", f.display())))]
     NodesNotAllowed {
         /// The nodes asked for.
         nodes: Vec<NodeId>,
@@ -141,7 +141,7 @@ pub enum Error {
 
     /// Interleaved hugetlb pages came out unevenly over the nodes: a node's pool ran out while
     /// the region was populated and the kernel took pages from another node instead.
-    #[error("interleave over nodes {nodes:?} came out uneven: {page_size} pages per node {placement:?}, but each node should hold {share} (one more or less); node(s) {short_nodes:?} ran out during population (another process took pages after the preflight). Grow their pools, or reserve one bound region per node")]
+    #[error("interleave over nodes {} came out uneven: {page_size} pages per node {}, but each node should hold {share} (one more or less); node(s) {} ran out during population (another process took pages after the preflight). Grow their pools, or reserve one bound region per node", node_list(nodes), placement.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "), node_list(short_nodes))]
     InterleaveUneven {
         /// The page size.
         page_size: PageSize,
@@ -448,6 +448,15 @@ fn pool_file(node: NodeId, page: PageSize) -> String {
     )
 }
 
+/// `0, 1, 3`.
+fn node_list(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn grow_hint(p: &str, short: u64) -> String {
     format!(
         "`echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N)"
@@ -498,8 +507,8 @@ fn hugepages_short_on_nodes_message(
     let total: u64 = free.iter().map(|(_, f)| f).sum();
     let first = free.first().map_or(NodeId(0), |(n, _)| *n);
     format!(
-        "nodes {:?} have {total} free {page} hugepage(s) together ({}){}, {wanted} needed ({short} short). Memory bound to these nodes may come from any of them: grow one of their pools by {short}, e.g. {}, or ask for fewer pages",
-        free.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "nodes {} have {total} free {page} hugepage(s) together ({}){}, {wanted} needed ({short} short). Memory bound to these nodes may come from any of them: grow one of their pools by {short}, e.g. {}, or ask for fewer pages",
+        node_list(&free.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
         per.join(", "),
         reserved_note(reserved),
         grow_hint(&pool_file(first, page), short)

@@ -797,7 +797,7 @@ fn auto_fallback(spec: &Spec) -> Check {
         .build()
         .map_err(|e| format!("build: {e}"))?;
     let rep = r.report();
-    let note = format!("auto: not 2m: node {node} has 0 free, 16 needed");
+    let note = format!("auto: not 2m: node {node} has 0 free, 16 needed (16 short)");
     ensure!(
         rep.page_size == PageSize::Transparent && rep.notes.iter().any(|n| n == &note),
         "auto chose {} with notes {:?}, expected thp and {note:?}",
