@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use numapin::plan::failover::{check, Budget, Outcome};
+use numapin::plan::failover::{check, Budget, ScenarioOutcome};
 use numapin::plan::headroom::headroom;
 use numapin::plan::sim::synthetic_fleet;
 
@@ -68,12 +68,12 @@ fn main() {
             let mut kinds = std::collections::BTreeMap::<String, usize>::new();
             for s in &r.scenarios {
                 let kind = match &s.outcome {
-                    Outcome::Guaranteed { method, .. } => format!("guaranteed/{method:?}"),
-                    Outcome::Impossible { proof } => {
+                    ScenarioOutcome::Guaranteed { method, .. } => format!("guaranteed/{method:?}"),
+                    ScenarioOutcome::Impossible { proof } => {
                         let p = format!("{proof:?}");
                         format!("impossible/{}", p.split([' ', '{']).next().unwrap_or(""))
                     }
-                    Outcome::NotProven { .. } => "not-proven".to_string(),
+                    ScenarioOutcome::NotProven { .. } => "not-proven".to_string(),
                 };
                 *kinds.entry(kind).or_default() += 1;
             }
@@ -81,7 +81,7 @@ fn main() {
             println!(
                 "{:>7} {:>8} {:>2} {:>9} {:>11} {:>12?} {:>12?} {:>5}",
                 hosts,
-                fleet.vms.len(),
+                fleet.vms().len(),
                 k,
                 r.scenarios.len(),
                 r.verdict.to_string(),

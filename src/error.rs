@@ -260,6 +260,66 @@ pub enum Error {
         what: String,
     },
 
+    /// A planner option names a page-size class that no host of the fleet offers.
+    #[error("{option}: no host offers {} pages; the fleet's classes are those in its snapshots (see `numapin status` on a host)", crate::units::class_name(*page_size_bytes))]
+    ClassNotOffered {
+        /// The option (`--headroom`, `--place`).
+        option: &'static str,
+        /// The class asked for.
+        page_size_bytes: u64,
+    },
+
+    /// Two planner inputs describe the same host (the same file or snapshot given twice, or
+    /// two snapshots with one `host_id`): planning them as two hosts would count its capacity
+    /// twice.
+    #[error("{second}: host {host:?} (id {host_id:?}) was already given by {first}; give each host's snapshot once")]
+    DuplicateHost {
+        /// The host's name.
+        host: String,
+        /// Its identity (empty when the snapshots carry none and are identical).
+        host_id: String,
+        /// The label (file) of the first snapshot of it.
+        first: String,
+        /// The label of the repeat.
+        second: String,
+    },
+
+    /// A planner input is larger than a snapshot can reasonably be (a device, or a wrong file).
+    #[error("{file}: {size_hint} larger than the {limit} bytes a snapshot may have; give the planner `numapin status --json` output")]
+    SnapshotTooLarge {
+        /// The file.
+        file: String,
+        /// What was seen ("more than N bytes").
+        size_hint: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// A Prometheus server's answer cannot be turned into snapshots.
+    #[error("Prometheus answer: {what}; check the URL (the server's base, e.g. http://prometheus:9090) and that it scrapes `numapin exporter` or a textfile from `numapin status --prometheus`")]
+    PrometheusAnswer {
+        /// What is wrong, with the offending series.
+        what: String,
+    },
+
+    /// A shared reservation with transparent huge pages was asked for, but the kernel does
+    /// not give shmem files huge pages (`shmem_enabled`).
+    #[error("transparent huge pages for shared memory (shmem) are {mode} on this host (/sys/kernel/mm/transparent_hugepage/shmem_enabled); a shared reservation is a shmem file, so enable them with `echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled`, or use page size 4k, 2m or 1g")]
+    ShmemThpUnavailable {
+        /// The mode found (`never`, `deny`, or `unsupported`).
+        mode: String,
+    },
+
+    /// A descriptor handed to `Reservation::adopt` is not a sealed, populated memory file
+    /// of the expected size and page size.
+    #[error("descriptor {fd} cannot be adopted as guest memory: {problem}")]
+    NotAdoptable {
+        /// The descriptor number (in the adopting process).
+        fd: i32,
+        /// What is wrong with it.
+        problem: crate::shared::AdoptProblem,
+    },
+
     // --- VMM integration (features `vm-memory` and `hwloc`) ---
     /// A guest memory layout was refused (feature `vm-memory`): a region overlaps another, is
     /// not aligned to its page size, or ends past the guest address space. The reservations

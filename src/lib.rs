@@ -3,8 +3,11 @@
 //! # Modules
 //! - [`topology`]: NUMA nodes, CPUs, memory and hugepage pools, read from sysfs.
 //! - [`reservation`]: the builder and the RAII region (map → bind → populate → lock → verify).
+//! - [`shared`]: shared reservations: sealed memfds, adopting one, passing descriptors.
 //! - [`plan`]: N+k failover, headroom, right-sizing and placement policies over snapshots.
 //! - [`ledger`]: host-wide accounting and lock-free admission control, shared by every VMM.
+//! - [`fleet`]: a host's capacity and failover hold-back for Prometheus, Kubernetes
+//!   NodeResourceTopology and OpenStack Placement; snapshots rebuilt from Prometheus.
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
 //! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
@@ -27,6 +30,7 @@
 pub mod baseline;
 pub mod cgroup;
 mod error;
+pub mod fleet;
 pub mod ledger;
 pub mod measure;
 pub mod plan;
@@ -34,6 +38,7 @@ pub mod plan;
 mod populate;
 #[allow(unsafe_code)]
 pub mod reservation;
+pub mod shared;
 pub mod smaps;
 pub mod snapshot;
 pub(crate) mod sync;
@@ -48,10 +53,10 @@ pub mod units;
 pub mod vmm;
 
 pub use error::{Error, PolicyDenial, Result};
-pub use ledger::{Charge, ClassSpec, Ledger, LedgerConfig};
+pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
-    FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
-    Report, Reservation, ReservationBuilder,
+    AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan,
+    PopulateProgress, Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize};

@@ -19,6 +19,8 @@ pub struct VmaInfo {
     pub rss: u64,
     /// `AnonHugePages`: bytes backed by transparent huge pages.
     pub anon_huge: u64,
+    /// `ShmemPmdMapped`: bytes of a shmem (memfd) mapping mapped with transparent huge pages.
+    pub shmem_pmd_mapped: u64,
     /// `Private_Hugetlb` + `Shared_Hugetlb`: bytes of hugetlb pages faulted in.
     pub hugetlb_bytes: u64,
     /// `Locked` in bytes.
@@ -76,6 +78,7 @@ pub fn parse_smaps(text: &str, addr: usize) -> std::result::Result<Option<VmaInf
             "KernelPageSize" => info.kernel_page_size = kb()?,
             "Rss" => info.rss = kb()?,
             "AnonHugePages" => info.anon_huge = kb()?,
+            "ShmemPmdMapped" => info.shmem_pmd_mapped = kb()?,
             "Private_Hugetlb" | "Shared_Hugetlb" => {
                 info.hugetlb_bytes = info.hugetlb_bytes.checked_add(kb()?).ok_or_else(|| {
                     format!("smaps: Private_Hugetlb + Shared_Hugetlb overflow at {value:?}")
@@ -104,9 +107,12 @@ pub fn vma_info(addr: usize) -> Result<Option<VmaInfo>> {
     })
 }
 
-/// Bytes of the mapping at `addr` backed by transparent huge pages.
-pub(crate) fn anon_huge_bytes(addr: usize) -> Option<u64> {
-    vma_info(addr).ok().flatten().map(|v| v.anon_huge)
+/// Bytes of the mapping at `addr` backed by transparent huge pages (anonymous or shmem).
+pub(crate) fn huge_backed_bytes(addr: usize) -> Option<u64> {
+    vma_info(addr)
+        .ok()
+        .flatten()
+        .map(|v| v.anon_huge + v.shmem_pmd_mapped)
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub unsafe fn munmap(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
 }
 
 /// `madvise` with advice that never changes the contents seen through existing references:
-/// `MADV_POPULATE_WRITE`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`, `MADV_DONTDUMP`, `MADV_DODUMP`,
+/// `MADV_POPULATE_WRITE`, `MADV_POPULATE_READ`, `MADV_HUGEPAGE`, `MADV_NOHUGEPAGE`, `MADV_DONTDUMP`, `MADV_DODUMP`,
 /// `MADV_DONTFORK`, `MADV_DOFORK`, `MADV_UNMERGEABLE`, `MADV_MERGEABLE`, `MADV_COLLAPSE`.
 /// Destructive advice (`MADV_DONTNEED`, `MADV_REMOVE`, `MADV_FREE`) is refused with `EINVAL`;
 /// it lives in [`madvise_discard`].
@@ -105,8 +105,9 @@ pub unsafe fn munmap(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
 /// The range must lie inside mappings this process owns; the kernel checks that (`ENOMEM`),
 /// and none of these advices can invalidate memory Rust code is looking at.
 pub fn madvise(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> {
-    const SAFE: [i32; 10] = [
+    const SAFE: [i32; 11] = [
         libc::MADV_POPULATE_WRITE,
+        libc::MADV_POPULATE_READ,
         libc::MADV_HUGEPAGE,
         libc::MADV_NOHUGEPAGE,
         libc::MADV_DONTDUMP,

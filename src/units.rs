@@ -212,6 +212,18 @@ pub fn format_bytes(b: u64) -> String {
     format!("{b} B")
 }
 
+/// The name of a page-size class, one spelling everywhere (tables, JSON, errors): `4K` (base
+/// pages and THP, one class), `2M`, `1G`; other sizes as `<n>K`/`<n>M`/`<n>G`, or `<n>B`.
+/// Inputs (`--page-size`, `--headroom`) accept these case-insensitively.
+pub fn class_name(page_size_bytes: u64) -> String {
+    match page_size_bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => format!("{b}B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

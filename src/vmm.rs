@@ -56,8 +56,8 @@ use std::time::Duration;
 use vm_memory::bitmap::{Bitmap, NewBitmap, WithBitmapSlice};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
-    MmapRegion,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
 };
 
 use crate::error::{Error, Result};
@@ -117,6 +117,23 @@ impl RegionMemory {
             RegionMemory::Ready(r) => r.page_size(),
             RegionMemory::Pending(p) => p.page_size(),
         }
+    }
+
+    /// A shared reservation's file, as vm-memory's `FileOffset` (a duplicate descriptor).
+    fn file_offset(&self) -> Result<Option<FileOffset>> {
+        let fd = match self {
+            RegionMemory::Ready(r) => r.as_fd(),
+            RegionMemory::Pending(p) => p.as_fd(),
+        };
+        fd.map(|fd| {
+            fd.try_clone_to_owned()
+                .map(|o| FileOffset::new(std::fs::File::from(o), 0))
+                .map_err(|source| Error::Sys {
+                    call: "fcntl(F_DUPFD_CLOEXEC)",
+                    source,
+                })
+        })
+        .transpose()
     }
 }
 
@@ -548,8 +565,14 @@ fn make_region<B: Bitmap>(
         RegionMemory::Pending(p) => p.fault_guarantee(),
     };
     let hugetlb = page_size.is_hugetlb();
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    let file_offset = memory.file_offset()?;
+    let mut flags = if file_offset.is_some() {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+    };
     match page_size {
+        _ if file_offset.is_some() => {}
         PageSize::Huge2M => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
         PageSize::Huge1G => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_1GB,
         _ => {}
@@ -573,15 +596,21 @@ fn make_region<B: Bitmap>(
         owner,
         inner: bitmap,
     };
+    let mut builder = MmapRegionBuilder::new_with_bitmap(len, bitmap);
+    if let Some(fo) = file_offset {
+        builder = builder.with_file_offset(fo);
+    }
     // SAFETY:
-    // - `ptr..ptr+len` is the whole read-write private anonymous mapping of the reservation
-    //   now held by `owner` (RegionOwner invariant), page-aligned since mmap returned it;
+    // - `ptr..ptr+len` is the whole read-write mapping of the reservation now held by `owner`
+    //   (RegionOwner invariant; private anonymous, or a shared reservation's whole file mapped
+    //   `MAP_SHARED` from offset 0, the file `file_offset` duplicates), page-aligned since
+    //   mmap returned it;
     // - `owner` goes into the region's bitmap, a field of the `MmapRegion` built here, so the
     //   mapping outlives the region and every `Arc` of it; nothing else can unmap it, because
     //   the reservation is reachable only through `owner`, which exposes no unmapping call;
     // - `prot` and `flags` are those the mapping was created with.
     let mmap = unsafe {
-        MmapRegionBuilder::new_with_bitmap(len, bitmap)
+        builder
             .with_raw_mmap_pointer(ptr)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(flags)

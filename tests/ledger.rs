@@ -180,7 +180,7 @@ fn reaping_frees_exactly_the_dead_owners_charges() {
     a.try_charge(NodeId(0), M2, 30 * M2).unwrap();
     a.try_charge(NodeId(1), G1, 2 * G1).unwrap();
     b.try_charge(NodeId(0), M2, 50 * M2).unwrap();
-    // "Kill" a: its Charge is never dropped.
+    // "Kill" a: its VmRecord is never dropped.
     std::mem::forget(a);
     DEAD[0].store(fake(1001), Ordering::SeqCst);
     assert_eq!(l.reap_as(fake(1003)).unwrap(), 1);
@@ -424,7 +424,7 @@ proptest! {
         let limits: Vec<u64> = classes.iter().map(|c| c.limit_bytes()).collect();
         let grain = [M2, G1 / 8];
         let l = Arc::new(Ledger::in_memory(&classes, 4).unwrap());
-        let mut vms: HashMap<u8, numapin::Charge> = HashMap::new();
+        let mut vms: HashMap<u8, numapin::VmRecord> = HashMap::new();
         let mut model: HashMap<u8, [u64; 2]> = HashMap::new();
         for o in ops {
             match o {

@@ -238,5 +238,52 @@ fn bad_options_are_refused() {
     let o = plan(&["tight-a.json", "--rightsize", "2"]);
     assert_eq!(o.status.code(), Some(2));
     let o = plan(&["tight-a.json", "--place", "lots"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// A device is not a snapshot: the read stops at the size limit instead of filling memory.
+#[test]
+fn endless_input_is_refused_without_reading_it_all() {
+    let o = plan(&["/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("/dev/zero") && e.contains("larger than"), "{e}");
+}
+
+/// The same host twice would count its capacity twice: refused, naming the host and both
+/// inputs.
+#[test]
+fn one_host_given_twice_is_refused() {
+    let o = plan(&[RACK[0], RACK[1], RACK[0]]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains("rack-a") && e.contains("already given"), "{e}");
+    assert!(stdout(&o).is_empty());
+    // Two snapshots with one host_id and hostname are one host even if their contents differ.
+    let dir = std::env::temp_dir().join(format!("numapin-dup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{DATA}{}", RACK[1])).unwrap())
+            .unwrap();
+    v["host_id"] = "abc123".into();
+    let a = dir.join("a.snap");
+    std::fs::write(&a, v.to_string()).unwrap();
+    v["vms"] = serde_json::json!([]);
+    for n in v["nodes"].as_array_mut().unwrap() {
+        for c in n["classes"].as_array_mut().unwrap() {
+            c["reserved_bytes"] = 0.into();
+            c["available_bytes"] = c["limit_bytes"].clone();
+        }
+    }
+    let b = dir.join("b.snap");
+    std::fs::write(&b, v.to_string()).unwrap();
+    let o = plan(&[a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("abc123"), "{}", stderr(&o));
+    // Another id on the same name is another host.
+    v["host_id"] = "def456".into();
+    std::fs::write(&b, v.to_string()).unwrap();
+    let o = plan(&[a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use numapin::plan::failover::{self, Budget, Move, Outcome};
+use numapin::plan::failover::{self, Budget, Move, ScenarioOutcome};
 use numapin::plan::sim::Rng;
 use numapin::plan::Fleet;
 use numapin::snapshot::{ClassSnapshot, NodeSnapshot, Snapshot, VmReservation, VmSnapshot};
@@ -110,6 +110,7 @@ fn random_fleet(seed: u64) -> Vec<Snapshot> {
             .collect();
         snaps.push(Snapshot {
             host: format!("h{h}"),
+            host_id: format!("id-{h}"),
             nodes: node_snaps,
             vms,
         });
@@ -120,24 +121,26 @@ fn random_fleet(seed: u64) -> Vec<Snapshot> {
 /// Does a placement of the failed hosts' VMs on the survivors exist? Tries every assignment
 /// (single-node VMs to a node, others to a host) and checks node and host capacity.
 fn brute_force(f: &Fleet, failed: &[usize]) -> bool {
-    let nc = f.classes.len();
-    let vms: Vec<usize> = (0..f.vms.len())
-        .filter(|&v| failed.contains(&f.vms[v].host))
+    let nc = f.classes().len();
+    let vms: Vec<usize> = (0..f.vms().len())
+        .filter(|&v| failed.contains(&f.vms()[v].host))
         .collect();
     if vms.is_empty() {
         return true;
     }
-    let nodes: Vec<usize> = (0..f.nodes.len())
-        .filter(|&n| !failed.contains(&f.nodes[n].host))
+    let nodes: Vec<usize> = (0..f.nodes().len())
+        .filter(|&n| !failed.contains(&f.nodes()[n].host))
         .collect();
-    let hosts: Vec<usize> = (0..f.hosts.len()).filter(|h| !failed.contains(h)).collect();
+    let hosts: Vec<usize> = (0..f.hosts().len())
+        .filter(|h| !failed.contains(h))
+        .collect();
     if hosts.is_empty() {
         return false;
     }
     let options: Vec<usize> = vms
         .iter()
         .map(|&v| {
-            if f.vms[v].single_node {
+            if f.vms()[v].single_node {
                 nodes.len()
             } else {
                 hosts.len()
@@ -149,16 +152,16 @@ fn brute_force(f: &Fleet, failed: &[usize]) -> bool {
     }
     let mut choice = vec![0usize; vms.len()];
     loop {
-        let mut node_use = vec![0u64; f.nodes.len() * nc];
-        let mut host_use = vec![0u64; f.hosts.len() * nc];
+        let mut node_use = vec![0u64; f.nodes().len() * nc];
+        let mut host_use = vec![0u64; f.hosts().len() * nc];
         for (i, &v) in vms.iter().enumerate() {
-            let vm = &f.vms[v];
+            let vm = &f.vms()[v];
             let h = if vm.single_node {
                 let n = nodes[choice[i]];
                 for c in 0..nc {
                     node_use[n * nc + c] += vm.demand[c];
                 }
-                f.nodes[n].host
+                f.nodes()[n].host
             } else {
                 hosts[choice[i]]
             };
@@ -171,7 +174,7 @@ fn brute_force(f: &Fleet, failed: &[usize]) -> bool {
             .all(|&n| (0..nc).all(|c| node_use[n * nc + c] <= f.free(n, c)));
         let ok_hosts = hosts.iter().all(|&h| {
             (0..nc).all(|c| {
-                let free: u64 = f.hosts[h].nodes().map(|n| f.free(n, c)).sum();
+                let free: u64 = f.hosts()[h].nodes().map(|n| f.free(n, c)).sum();
                 host_use[h * nc + c] <= free
             })
         });
@@ -196,11 +199,11 @@ fn brute_force(f: &Fleet, failed: &[usize]) -> bool {
 
 /// Checks a witness without the library's own checker.
 fn valid_witness(f: &Fleet, failed: &[usize], w: &[Move]) -> Result<(), String> {
-    let nc = f.classes.len();
-    let mut used = vec![0u64; f.nodes.len() * nc];
-    let mut placed = vec![0u32; f.vms.len()];
+    let nc = f.classes().len();
+    let mut used = vec![0u64; f.nodes().len() * nc];
+    let mut placed = vec![0u32; f.vms().len()];
     for m in w {
-        let vm = &f.vms[m.vm];
+        let vm = &f.vms()[m.vm];
         placed[m.vm] += 1;
         let mut got = vec![0u64; nc];
         let mut hosts: Vec<usize> = Vec::new();
@@ -209,7 +212,7 @@ fn valid_witness(f: &Fleet, failed: &[usize], w: &[Move]) -> Result<(), String> 
             if p.bytes == 0 {
                 continue;
             }
-            let h = f.nodes[p.node].host;
+            let h = f.nodes()[p.node].host;
             if failed.contains(&h) {
                 return Err(format!("{} on failed host", vm.name));
             }
@@ -228,13 +231,13 @@ fn valid_witness(f: &Fleet, failed: &[usize], w: &[Move]) -> Result<(), String> 
             return Err(format!("{} split", vm.name));
         }
     }
-    for (v, vm) in f.vms.iter().enumerate() {
+    for (v, vm) in f.vms().iter().enumerate() {
         let expect = u32::from(failed.contains(&vm.host));
         if placed[v] != expect {
             return Err(format!("{} placed {} times", vm.name, placed[v]));
         }
     }
-    for n in 0..f.nodes.len() {
+    for n in 0..f.nodes().len() {
         for c in 0..nc {
             if used[n * nc + c] > f.free(n, c) {
                 return Err(format!("node {n} class {c} over its free"));
@@ -266,7 +269,7 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
             let truth = brute_force(&fleet, &s.failed);
             for (o, name) in [(&s.outcome, "full"), (&t.outcome, "tiny")] {
                 match o {
-                    Outcome::Guaranteed { witness, .. } => {
+                    ScenarioOutcome::Guaranteed { witness, .. } => {
                         prop_assert!(
                             truth,
                             "{name}: guaranteed but brute force finds none: {s:?} {snaps:?}"
@@ -278,13 +281,13 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
                         }
                         prop_assert!(failover::verify_witness(&fleet, &s.failed, witness).is_ok());
                     }
-                    Outcome::Impossible { .. } => {
+                    ScenarioOutcome::Impossible { .. } => {
                         prop_assert!(
                             !truth,
                             "{name}: impossible but brute force places: {o:?} {snaps:?}"
                         )
                     }
-                    Outcome::NotProven { .. } => {
+                    ScenarioOutcome::NotProven { .. } => {
                         prop_assert!(
                             name == "tiny",
                             "not proven with a big budget: {s:?} {snaps:?}"
@@ -294,7 +297,7 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
             }
             // The exact search alone agrees with brute force.
             match failover::exact(&fleet, &s.failed, &big) {
-                Outcome::Guaranteed { witness, .. } => {
+                ScenarioOutcome::Guaranteed { witness, .. } => {
                     prop_assert!(
                         truth,
                         "exact found a placement brute force did not: {snaps:?}"
@@ -305,13 +308,13 @@ fn check_fleet(seed: u64, tiny_budget: u64) -> Result<(), TestCaseError> {
                         )));
                     }
                 }
-                Outcome::Impossible { .. } => {
+                ScenarioOutcome::Impossible { .. } => {
                     prop_assert!(
                         !truth,
                         "exact says impossible, brute force places: {snaps:?}"
                     )
                 }
-                Outcome::NotProven { .. } => {
+                ScenarioOutcome::NotProven { .. } => {
                     return Err(TestCaseError::fail(format!("exact not proven: {snaps:?}")))
                 }
             }
@@ -376,20 +379,20 @@ proptest! {
                     ..Default::default()
                 })
                 .collect();
-            snaps.push(Snapshot { host: format!("h{h}"), nodes, vms });
+            snaps.push(Snapshot { host: format!("h{h}"), host_id: String::new(), nodes, vms });
         }
         let budget = Budget { search_steps: 10_000, max_scenarios: 100, keep_witnesses: 100 };
         if let Ok(report) = failover::failover(&snaps, k, &budget) {
             let f = Fleet::from_snapshots(&snaps).unwrap();
             for s in &report.scenarios {
-                if let Outcome::Guaranteed { witness, .. } = &s.outcome {
+                if let ScenarioOutcome::Guaranteed { witness, .. } = &s.outcome {
                     prop_assert!(failover::verify_witness(&f, &s.failed, witness).is_ok());
                 }
             }
             let _ = numapin::plan::rightsize::rightsize(&f, &Default::default());
             let _ = numapin::plan::ha::compare(&f, k, &budget);
             for p in numapin::plan::policy::Policy::ALL {
-                let _ = numapin::plan::policy::choose(&f, &vec![4096; f.classes.len()], true, p);
+                let _ = numapin::plan::policy::choose(&f, &vec![4096; f.classes().len()], true, p);
             }
         }
     }
@@ -405,15 +408,15 @@ fn outcome_mix_is_varied() {
         let r = failover::failover(&snaps, 1, &big).unwrap();
         for s in &r.scenarios {
             let key = match &s.outcome {
-                Outcome::Guaranteed { method, witness } if !witness.is_empty() => {
+                ScenarioOutcome::Guaranteed { method, witness } if !witness.is_empty() => {
                     format!("g-{method:?}")
                 }
-                Outcome::Guaranteed { .. } => "g-empty".into(),
-                Outcome::Impossible { proof } => format!(
+                ScenarioOutcome::Guaranteed { .. } => "g-empty".into(),
+                ScenarioOutcome::Impossible { proof } => format!(
                     "i-{}",
                     format!("{proof:?}").split([' ', '{']).next().unwrap()
                 ),
-                Outcome::NotProven { .. } => "np".into(),
+                ScenarioOutcome::NotProven { .. } => "np".into(),
             };
             *counts.entry(key).or_default() += 1;
         }
@@ -445,22 +448,22 @@ proptest! {
         let snaps = random_fleet(seed);
         let fleet = Fleet::from_snapshots(&snaps).unwrap();
         let budget = Budget::default();
-        for (c, &page) in fleet.classes.iter().enumerate() {
+        for (c, &page) in fleet.classes().iter().enumerate() {
             let h = numapin::plan::headroom::headroom(&fleet, page, single, 1, 8, &budget);
             prop_assert!(h.admissible_bytes <= h.upper_bound_bytes);
             prop_assert_eq!(h.admissible_bytes % page, 0);
             if h.admissible_bytes > 0 {
                 let t = h.target.expect("a target for an admissible size");
-                let mut demand = vec![0u64; fleet.classes.len()];
+                let mut demand = vec![0u64; fleet.classes().len()];
                 demand[c] = h.admissible_bytes;
                 let mut g = fleet.clone();
                 prop_assert!(g.admit("probe", &demand, t).is_some());
                 prop_assert_eq!(failover::check(&g, 1, &budget).verdict, failover::Verdict::Guaranteed);
             }
             let most = if single {
-                (0..fleet.nodes.len()).map(|n| fleet.free(n, c)).max().unwrap_or(0)
+                (0..fleet.nodes().len()).map(|n| fleet.free(n, c)).max().unwrap_or(0)
             } else {
-                fleet.hosts.iter().map(|x| x.nodes().map(|n| fleet.free(n, c)).sum()).max().unwrap_or(0)
+                fleet.hosts().iter().map(|x| x.nodes().map(|n| fleet.free(n, c)).sum()).max().unwrap_or(0)
             };
             prop_assert_eq!(h.upper_bound_bytes, if most >= page { most } else { 0 });
         }
@@ -474,10 +477,10 @@ proptest! {
         use numapin::plan::Target;
         let snaps = random_fleet(seed);
         let fleet = Fleet::from_snapshots(&snaps).unwrap();
-        let page = fleet.classes[0];
-        let mut demand = vec![0u64; fleet.classes.len()];
+        let page = fleet.classes()[0];
+        let mut demand = vec![0u64; fleet.classes().len()];
         demand[0] = pages * page;
-        let fits: Vec<usize> = (0..fleet.nodes.len())
+        let fits: Vec<usize> = (0..fleet.nodes().len())
             .filter(|&n| fleet.free(n, 0) >= demand[0])
             .collect();
         for p in Policy::ALL {
@@ -487,9 +490,9 @@ proptest! {
             let mut g = fleet.clone();
             prop_assert!(g.admit("x", &demand, Target::Node(n)).is_some());
             let left = |m: usize| fleet.free(m, 0) - demand[0]
-                + (1..fleet.classes.len()).map(|c| fleet.free(m, c)).sum::<u64>();
+                + (1..fleet.classes().len()).map(|c| fleet.free(m, c)).sum::<u64>();
             let cost = |m: usize| {
-                let l = fleet.nodes[m].limit[0];
+                let l = fleet.nodes()[m].limit[0];
                 price(l, l - fleet.free(m, 0).min(l), demand[0])
             };
             match p {
@@ -514,15 +517,15 @@ proptest! {
         let fleet = Fleet::from_snapshots(&snaps).unwrap();
         let budget = Budget { search_steps: 50_000_000, ..Budget::default() };
         let base = failover::check(&fleet, k, &budget);
-        let n = (pick % fleet.nodes.len() as u64) as usize;
-        let c = (pick / 7 % fleet.classes.len() as u64) as usize;
-        let mut demand = vec![0u64; fleet.classes.len()];
-        demand[c] = pages * fleet.classes[c];
+        let n = (pick % fleet.nodes().len() as u64) as usize;
+        let c = (pick / 7 % fleet.classes().len() as u64) as usize;
+        let mut demand = vec![0u64; fleet.classes().len()];
+        demand[c] = pages * fleet.classes()[c];
         let mut g = fleet.clone();
-        let target = if pick % 2 == 0 { Target::Node(n) } else { Target::Host(fleet.nodes[n].host) };
+        let target = if pick % 2 == 0 { Target::Node(n) } else { Target::Host(fleet.nodes()[n].host) };
         if g.admit("new", &demand, target).is_some() {
             let fresh = failover::check(&g, k, &budget).verdict;
-            let again = failover::recheck(&g, &base, fleet.nodes[n].host, &budget);
+            let again = failover::recheck(&g, &base, fleet.nodes()[n].host, &budget);
             prop_assert_eq!(fresh, again);
         }
     }

@@ -366,3 +366,96 @@ fn dirty_tracking_goes_through_the_owner() {
     assert!(bitmap.inner().dirty_at(5 * 4096));
     assert!(!bitmap.dirty_at(6 * 4096), "and only its page");
 }
+
+const SHARED_CHILD_ENV: &str = "NUMAPIN_VMM_SHARED_CHILD";
+
+/// A vhost-user front-end's job: a guest region built from a shared reservation carries its
+/// `FileOffset`; a second process receives that descriptor and offset over a UNIX socket
+/// (`SCM_RIGHTS`), adopts the file and reads, through vm-memory, what the first process wrote
+/// through vm-memory.
+#[test]
+fn a_shared_region_carries_its_file_offset_to_another_process() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    if let Some(sock) = std::env::var_os(SHARED_CHILD_ENV) {
+        // The back-end: receive (fd, offset, guest address, length), adopt, read.
+        let mut s = UnixStream::connect(sock).unwrap();
+        let mut buf = [0u8; 128];
+        let (n, fd) = numapin::shared::recv_fd(&s, &mut buf).unwrap();
+        let msg = std::str::from_utf8(&buf[..n]).unwrap().to_string();
+        let v: Vec<u64> = msg.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (offset, gpa, len) = (v[0], v[1], v[2]);
+        assert_eq!(offset, 0, "numapin maps whole files");
+        let r = Reservation::adopt(fd.expect("a descriptor"))
+            .size(len)
+            .build()
+            .unwrap();
+        let mem = Layout::new().region(GuestAddress(gpa), r).build().unwrap();
+        let a: u64 = mem.read_obj(GuestAddress(gpa + 0x1000)).unwrap();
+        let b: u32 = mem.read_obj(GuestAddress(gpa + len - 4)).unwrap();
+        writeln!(s, "{a:#x} {b:#x}").unwrap();
+        return;
+    }
+    let _serial = serial();
+    let node = node0();
+    let _lock = pools_exclusive();
+    if !need(
+        free_pages(node.0, 2048) >= 8,
+        "node needs 8 free 2M hugepages",
+    ) {
+        return;
+    }
+    let len = 8 * M2;
+    let r = Reservation::builder(len)
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .shared(true)
+        .build()
+        .unwrap();
+    let gpa = 1 << 32;
+    let mem = Layout::new().region(GuestAddress(gpa), r).build().unwrap();
+    mem.write_obj(0x0123_4567_89ab_cdef_u64, GuestAddress(gpa + 0x1000))
+        .unwrap();
+    mem.write_obj(0xfeed_f00d_u32, GuestAddress(gpa + len - 4))
+        .unwrap();
+    let region = mem.find_region(GuestAddress(gpa)).unwrap();
+    let fo = region
+        .file_offset()
+        .expect("a shared region carries its FileOffset");
+    let path = common::TempPath::new("vmm-shared.sock");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_shared_region_carries_its_file_offset_to_another_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SHARED_CHILD_ENV, &path.0)
+        .spawn()
+        .unwrap();
+    let mut s = common::accept_from(&listener, &mut child);
+    numapin::shared::send_fd(
+        &s,
+        fo.file().as_fd(),
+        format!("{} {gpa} {len}", fo.start()).as_bytes(),
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(child.wait().unwrap().success(), "child failed: {reply}");
+    assert_eq!(reply.trim(), "0x123456789abcdef 0xfeedf00d");
+    // A private region has none.
+    let p = Reservation::builder(M2)
+        .page_size(PageSize::Base4K)
+        .lock(false)
+        .build()
+        .unwrap();
+    let pm = Layout::new().region(GuestAddress(0), p).build().unwrap();
+    assert!(pm
+        .find_region(GuestAddress(0))
+        .unwrap()
+        .file_offset()
+        .is_none());
+}

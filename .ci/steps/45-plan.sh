@@ -17,11 +17,12 @@ cargo build --release --quiet --bin numapin --example plan_scale --example plan_
 # A real snapshot of this host from the ledger's `numapin status --json`, with one VM charged
 # (a 64 MiB base-page reservation held for a few seconds), in a private ledger file.
 snap=$(mktemp --suffix=.json)
+twin=$(mktemp --suffix=.json)
 ledger=$(mktemp -u /dev/shm/numapin-plan-ci.XXXXXX)
 holder=
 cleanup() {
   [ -n "$holder" ] && kill "$holder" 2>/dev/null || true
-  rm -f "$snap" "$ledger"
+  rm -f "$snap" "$twin" "$ledger"
 }
 trap cleanup EXIT
 if ./target/release/numapin status --ledger "$ledger" --json >"$snap" 2>/dev/null; then
@@ -31,9 +32,16 @@ if ./target/release/numapin status --ledger "$ledger" --json >"$snap" 2>/dev/nul
   sleep 3
   ./target/release/numapin status --ledger "$ledger" --guest-used ci-plan=16MiB --json >"$snap"
   grep -q '"ci-plan"' "$snap" || echo "note: the held reservation is not in the snapshot"
-  # Two copies stand for two identical hosts. Any verdict is fine; an error (1, 2) is not.
+  # The same ledger under another host identity stands for a second, identical host (the same
+  # snapshot twice is refused as one host counted twice). Any verdict is fine; an error is not.
+  NUMAPIN_HOSTNAME=ci-twin NUMAPIN_HOST_ID=ci-twin-id \
+    ./target/release/numapin status --ledger "$ledger" --json >"$twin"
+  if ./target/release/numapin plan "$snap" "$snap" >/dev/null 2>&1; then
+    echo "one snapshot given twice was planned as two hosts"
+    exit 1
+  fi
   rc=0
-  ./target/release/numapin plan "$snap" "$snap" --headroom 4k --rightsize --ha || rc=$?
+  ./target/release/numapin plan "$snap" "$twin" --headroom 4K --rightsize --ha --holdback || rc=$?
   echo "plan on this host's snapshot: exit $rc (0 guaranteed, 3 impossible, 4 not proven)"
   case $rc in 0 | 3 | 4) ;; *) exit 1 ;; esac
 else

@@ -3,7 +3,7 @@
 //! by op with a plain model (a map of VM → per-class bytes, dead VMs' holdings kept until
 //! reaped). After every op: each class's reserved bytes equal the model's sum, each live VM's
 //! charges equal the model's, `audit` passes. Processes are simulated with owner words and a
-//! liveness function; a "killed" VM's `Charge` is set aside undropped until the input ends.
+//! liveness function; a "killed" VM's `VmRecord` is set aside undropped until the input ends.
 #![no_main]
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use numapin::ledger::{ClassSpec, Ledger};
-use numapin::{Charge, Error, NodeId};
+use numapin::{Error, NodeId, VmRecord};
 
 const PAGES: [u64; 3] = [4096, 2 << 20, 1 << 30];
 
@@ -103,12 +103,12 @@ fuzz_target!(|input: Input| {
     };
     let nc = specs.len();
     let mut limits: Vec<u64> = specs.iter().map(ClassSpec::limit_bytes).collect();
-    let mut live: BTreeMap<u8, (Charge, ModelVm)> = BTreeMap::new();
+    let mut live: BTreeMap<u8, (VmRecord, ModelVm)> = BTreeMap::new();
     let mut dead: Vec<ModelVm> = Vec::new(); // killed, not yet reaped
-    let mut graveyard: Vec<Charge> = Vec::new();
+    let mut graveyard: Vec<VmRecord> = Vec::new();
     let mut next_pid = 1000u64;
     let reaper = owner(999);
-    let total = |live: &BTreeMap<u8, (Charge, ModelVm)>, dead: &Vec<ModelVm>, c: usize| -> u64 {
+    let total = |live: &BTreeMap<u8, (VmRecord, ModelVm)>, dead: &Vec<ModelVm>, c: usize| -> u64 {
         live.values()
             .map(|(_, m)| m.charged[c])
             .chain(dead.iter().map(|m| m.charged[c]))

@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use numapin::plan::failover::{check, verify_witness};
 use numapin::plan::headroom::headroom;
-use numapin::plan::{Budget, Fleet, Outcome, Verdict};
+use numapin::plan::{Budget, Fleet, ScenarioOutcome, Verdict};
 use numapin::snapshot::{ClassSnapshot, NodeSnapshot, Snapshot, VmReservation, VmSnapshot};
 use numapin::NodeId;
 
@@ -163,15 +163,15 @@ fuzz_target!(|input: Input| {
     let mut worst = Verdict::Guaranteed;
     for s in &report.scenarios {
         worst = worst.max(s.outcome.verdict());
-        if let (Outcome::Guaranteed { witness, .. }, true) = (&s.outcome, s.witness_kept) {
+        if let (ScenarioOutcome::Guaranteed { witness, .. }, true) = (&s.outcome, s.witness_kept) {
             if let Err(e) = verify_witness(&fleet, &s.failed, witness) {
                 panic!("scenario {:?}: bad witness: {e}", s.failed);
             }
         }
     }
     assert!(report.verdict >= worst, "{:?} < {worst:?}", report.verdict);
-    if !fleet.classes.is_empty() {
-        let page = fleet.classes[usize::from(input.headroom_class) % fleet.classes.len()];
+    if !fleet.classes().is_empty() {
+        let page = fleet.classes()[usize::from(input.headroom_class) % fleet.classes().len()];
         let budget = Budget {
             search_steps: budget.search_steps.min(512),
             max_scenarios: 16,

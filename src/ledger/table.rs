@@ -736,8 +736,8 @@ impl Word64 {
         // SAFETY: a `Word64` is made only by `Table::lane`, from a reference the region handed
         // out after checking bounds and alignment, so it points at an initialised, aligned
         // `AtomicU64` accessed only atomically (the region's invariant). The region lives as
-        // long as its `Table`; a `Lane` is kept only inside the `Charge` that claimed it, and a
-        // `Charge` holds an `Arc` of the ledger that owns that table, so the word outlives
+        // long as its `Table`; a `Lane` is kept only inside the `VmRecord` that claimed it, and a
+        // `VmRecord` holds an `Arc` of the ledger that owns that table, so the word outlives
         // every use.
         unsafe { self.0.as_ref() }
     }

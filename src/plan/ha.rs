@@ -161,6 +161,7 @@ mod tests {
         for h in 0..hosts {
             f.hosts.push(Host {
                 name: format!("h{h}"),
+                host_id: String::new(),
                 first_node: h * nodes,
                 node_count: nodes,
             });

@@ -143,6 +143,7 @@ mod tests {
         for h in 0..3 {
             f.hosts.push(Host {
                 name: format!("h{h}"),
+                host_id: String::new(),
                 first_node: h,
                 node_count: 1,
             });

@@ -8,9 +8,9 @@
 //! - [`failover`](mod@failover): N+k. For every set of `k` failed hosts, can every VM of the failed hosts be
 //!   re-placed on the survivors, within every (node, page-size class) limit, keeping each VM
 //!   in its classes and single-node VMs on one node? Each scenario is answered
-//!   [`Guaranteed`](failover::Outcome::Guaranteed) with a placement as witness,
-//!   [`Impossible`](failover::Outcome::Impossible) with a proof, or
-//!   [`NotProven`](failover::Outcome::NotProven) when the heuristic failed and the exact search
+//!   [`Guaranteed`](failover::ScenarioOutcome::Guaranteed) with a placement as witness,
+//!   [`Impossible`](failover::ScenarioOutcome::Impossible) with a proof, or
+//!   [`NotProven`](failover::ScenarioOutcome::NotProven) when the heuristic failed and the exact search
 //!   ran out of budget.
 //! - [`headroom`]: the largest VM of a class that can be admitted while keeping N+k.
 //! - [`rightsize`]: VMs whose guest-used peak stays far below their allocation.
@@ -32,6 +32,7 @@
 
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
+pub use crate::units::class_name;
 use crate::units::{format_bytes, NodeId};
 
 // The planner walks several per-class arrays in step; an index reads clearer than zips.
@@ -39,25 +40,32 @@ use crate::units::{format_bytes, NodeId};
 pub mod failover;
 pub mod ha;
 pub mod headroom;
+pub mod holdback;
 pub mod policy;
+pub mod report;
 pub mod rightsize;
 pub mod sim;
 
-pub use failover::{failover, Budget, FailoverReport, Outcome, Proof, Verdict};
+pub use failover::{failover, Budget, FailoverReport, Proof, ScenarioOutcome, Verdict};
+pub use report::{plan, PlanOptions, PlanReport};
 
 /// A fleet of hosts with their nodes, classes and VMs, checked for consistency.
+///
+/// Built only by [`Fleet::from_snapshots`] / [`Fleet::from_labelled`] (which validate) and
+/// changed only by [`Fleet::admit`] / [`Fleet::release`], so its indices always agree: every
+/// node's host, every VM's charges and every per-class vector is in range.
 ///
 /// Indices (`host`, `node`, `class`, `vm`) are positions in the vectors of this struct.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Fleet {
     /// The distinct page sizes of the fleet in bytes, ascending; a class index points here.
-    pub classes: Vec<u64>,
+    pub(crate) classes: Vec<u64>,
     /// The hosts, in input order.
-    pub hosts: Vec<Host>,
+    pub(crate) hosts: Vec<Host>,
     /// Every node of every host; a host's nodes are contiguous.
-    pub nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     /// Every VM of every host.
-    pub vms: Vec<Vm>,
+    pub(crate) vms: Vec<Vm>,
 }
 
 /// One host of a [`Fleet`].
@@ -66,6 +74,8 @@ pub struct Host {
     /// The host name from the snapshot (`#i` when it had none; `name#i` when an earlier
     /// snapshot has the same name), where `i` is its position.
     pub name: String,
+    /// The snapshot's `host_id` (empty when it had none).
+    pub host_id: String,
     /// The first of its nodes in [`Fleet::nodes`].
     pub first_node: usize,
     /// How many nodes it has.
@@ -124,6 +134,32 @@ impl Host {
     }
 }
 
+/// Refuses two snapshots of one host (see [`Fleet::from_labelled`]).
+fn check_distinct_hosts<S: AsRef<str>>(snaps: &[(S, &Snapshot)]) -> Result<()> {
+    use std::collections::HashMap;
+    let mut by_id: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut anonymous: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (label, s)) in snaps.iter().enumerate() {
+        let first = if s.host_id.is_empty() {
+            let same = anonymous.entry(s.host.as_str()).or_default();
+            let hit = same.iter().copied().find(|&j| snaps[j].1 == *s);
+            same.push(i);
+            hit
+        } else {
+            by_id.insert((s.host_id.as_str(), s.host.as_str()), i)
+        };
+        if let Some(j) = first {
+            return Err(Error::DuplicateHost {
+                host: s.host.clone(),
+                host_id: s.host_id.clone(),
+                first: snaps[j].0.as_ref().to_string(),
+                second: label.as_ref().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn invalid(file: &str, field: String, what: String) -> Error {
     Error::InvalidSnapshot {
         file: file.to_string(),
@@ -133,6 +169,26 @@ fn invalid(file: &str, field: String, what: String) -> Error {
 }
 
 impl Fleet {
+    /// The distinct page sizes of the fleet in bytes, ascending; a class index points here.
+    pub fn classes(&self) -> &[u64] {
+        &self.classes
+    }
+
+    /// The hosts, in input order.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Every node of every host; a host's nodes are contiguous.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Every VM of every host.
+    pub fn vms(&self) -> &[Vm] {
+        &self.vms
+    }
+
     /// Builds a fleet from snapshots, labelling errors `snapshot[i]`.
     ///
     /// # Errors
@@ -155,7 +211,12 @@ impl Fleet {
     /// `reserved_bytes > limit_bytes`; `available_bytes != limit_bytes - reserved_bytes`; a VM
     /// charges a node or class the host does not list; the VM charges of a (node, class) do not
     /// sum to its `reserved_bytes`; a VM marked `single_node` has charges on several nodes.
+    /// [`Error::DuplicateHost`] when two snapshots are of one host: the same (`host_id`,
+    /// `host`), or, for snapshots without `host_id`, the same name and identical contents (one
+    /// file given twice).
     pub fn from_labelled<S: AsRef<str>>(snaps: &[(S, &Snapshot)]) -> Result<Fleet> {
+        check_distinct_hosts(snaps)?;
+        let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut classes: Vec<u64> = Vec::new();
         for (label, s) in snaps {
             let label = label.as_ref();
@@ -263,11 +324,13 @@ impl Fleet {
             } else {
                 s.host.clone()
             };
-            if fleet.hosts.iter().any(|x| x.name == name) {
+            if !names.insert(name.clone()) {
                 name = format!("{name}#{h}");
+                names.insert(name.clone());
             }
             fleet.hosts.push(Host {
                 name,
+                host_id: s.host_id.clone(),
                 first_node,
                 node_count,
             });
@@ -280,7 +343,7 @@ impl Fleet {
                     demand: vec![0; nc],
                     single_node: false,
                     charges: Vec::new(),
-                    guest_used_peak: vm.guest_used_peak_bytes,
+                    guest_used_peak: vm.guest_peak_bytes(),
                 };
                 for (r, res) in vm.reservations.iter().enumerate() {
                     let f = |name: &str| format!("vms[{v}].reservations[{r}].{name}");
@@ -456,14 +519,4 @@ pub enum Target {
 /// Sums without overflow (saturating at `u64::MAX`): snapshots are untrusted input.
 pub fn sat_sum<I: IntoIterator<Item = u64>>(it: I) -> u64 {
     it.into_iter().fold(0u64, |a, b| a.saturating_add(b))
-}
-
-/// A short human name for a page size (`4K`, `2M`, `1G`).
-pub fn class_name(page_size_bytes: u64) -> String {
-    match page_size_bytes {
-        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
-        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
-        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
-        b => format!("{b}B"),
-    }
 }

@@ -7,6 +7,7 @@
 //! `limit * (1 / (1 - u1) - 1 / (1 - u0))`; the VM buys the cheapest fit. A host sells a
 //! multi-node VM its classes at the host's aggregate utilisation.
 
+use super::failover::{recheck, Budget, FailoverReport, Verdict};
 use super::{sat_sum, Fleet, Target};
 
 /// A placement policy.
@@ -116,6 +117,25 @@ pub fn choose(fleet: &Fleet, demand: &[u64], single_node: bool, policy: Policy) 
     best.map(|(t, _)| t)
 }
 
+/// The N+k verdict after admitting a new VM of `demand` at `target`, given `base`, the report
+/// of `fleet` as it is (reuses `base`'s witnesses where the change cannot affect them). A
+/// target where the VM does not fit answers the verdict of the unchanged fleet.
+pub fn verdict_after(
+    fleet: &Fleet,
+    base: &FailoverReport,
+    demand: &[u64],
+    target: Target,
+    budget: &Budget,
+) -> Verdict {
+    let mut g = fleet.clone();
+    let host = match target {
+        Target::Node(n) => fleet.nodes[n].host,
+        Target::Host(h) => h,
+    };
+    g.admit("new", demand, target);
+    recheck(&g, base, host, budget)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +148,7 @@ mod tests {
             classes: vec![2 << 20],
             hosts: vec![Host {
                 name: "a".into(),
+                host_id: String::new(),
                 first_node: 0,
                 node_count: 2,
             }],

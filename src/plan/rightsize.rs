@@ -2,26 +2,30 @@
 //!
 //! The guest's peak (`guest_used_peak_bytes`, from balloon statistics or a guest agent) is
 //! the most it has ever touched; a VM whose peak stays below `ratio` of its allocation is a
-//! candidate. The suggested size is the peak plus `margin`, rounded up to whole pages of the
-//! VM's largest class; what it frees is the difference. VMs with an unknown peak (0) are
+//! candidate. The suggested size is the crate's one right-size rule,
+//! [`right_size_bytes`]: the peak plus `margin_ppm`
+//! (default [`RIGHT_SIZE_MARGIN_PPM`], as `numapin status` uses), rounded up to whole pages of
+//! the VM's largest class; what it frees is the difference. VMs with an unknown peak (0) are
 //! counted, never suggested.
 
 use super::Fleet;
+use crate::snapshot::{right_size_bytes, RIGHT_SIZE_MARGIN_PPM};
 
 /// Thresholds of the right-sizing rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {
     /// A VM is a candidate when `peak <= ratio * allocation`.
     pub ratio: f64,
-    /// The suggested size is `peak * (1 + margin)`, rounded up to whole pages.
-    pub margin: f64,
+    /// The suggested size is the peak plus `margin_ppm` millionths of it, rounded up to whole
+    /// pages.
+    pub margin_ppm: u64,
 }
 
 impl Default for Rule {
     fn default() -> Self {
         Rule {
             ratio: 0.5,
-            margin: 0.25,
+            margin_ppm: RIGHT_SIZE_MARGIN_PPM,
         }
     }
 }
@@ -74,13 +78,7 @@ pub fn rightsize(fleet: &Fleet, rule: &Rule) -> Rightsizing {
             .max()
             .unwrap_or(4096)
             .max(1);
-        let want = (peak as f64 * (1.0 + rule.margin.max(0.0))).ceil();
-        let want = if want >= alloc as f64 {
-            alloc
-        } else {
-            want as u64
-        };
-        let suggested = want.div_ceil(page).saturating_mul(page).min(alloc);
+        let suggested = right_size_bytes(peak, page, rule.margin_ppm).min(alloc);
         if suggested >= alloc {
             continue;
         }
@@ -114,6 +112,7 @@ mod tests {
             classes: vec![2 << 20],
             hosts: vec![Host {
                 name: "a".into(),
+                host_id: String::new(),
                 first_node: 0,
                 node_count: 1,
             }],

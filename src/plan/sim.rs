@@ -110,6 +110,7 @@ fn fleet_of(w: &Workload) -> Fleet {
     for h in 0..w.hosts {
         f.hosts.push(Host {
             name: format!("h{h}"),
+            host_id: String::new(),
             first_node: h * w.nodes_per_host,
             node_count: w.nodes_per_host,
         });
@@ -276,6 +277,7 @@ pub fn synthetic_fleet(hosts: usize, vms_per_host: usize, seed: u64) -> Fleet {
     for h in 0..hosts {
         f.hosts.push(Host {
             name: format!("host{h:05}"),
+            host_id: String::new(),
             first_node: 2 * h,
             node_count: 2,
         });

@@ -80,12 +80,12 @@ pub struct PendingReservation {
     guarantee: FaultGuarantee,
     page_size: PageSize,
     /// The ledger charge, moved into the reservation by `wait` (refunded if it fails).
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
 }
 
 /// A mapping whose population failed, with its ledger charge: kept by the vm-memory owner for
 /// as long as guest regions point into it (unmapped first, then refunded, when dropped).
-pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::Charge>);
+pub(crate) type HeldMapping = (Mapping, Option<crate::ledger::VmRecord>);
 
 struct Pending {
     shared: Arc<Shared>,
@@ -119,6 +119,14 @@ impl PendingReservation {
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.shared().map.len
+    }
+
+    /// The descriptor of a shared reservation's sealed memory file (`None` for a private
+    /// one); see [`Reservation::as_fd`]. Pages not populated yet are faulted in by whoever
+    /// touches them first, under the same [`PendingReservation::fault_guarantee`].
+    pub fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.shared().map.file.as_ref().map(|f| f.as_fd())
     }
 
     /// Always false: a reservation is never empty.
@@ -207,7 +215,7 @@ impl Drop for PendingReservation {
 /// thread (the work of [`super::ReservationBuilder::build_background`] after the preflight).
 pub(super) fn start(
     plan: Plan,
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
     preflight_seconds: f64,
 ) -> Result<PendingReservation> {
     let mut notes = plan.notes.clone();

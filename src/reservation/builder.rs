@@ -30,6 +30,7 @@ pub struct ReservationBuilder {
     // Ledger (issue 3): where to charge, and the VM's name there.
     pub(super) ledger: Option<Arc<crate::ledger::Ledger>>,
     pub(super) vm: Option<String>,
+    pub(super) shared: bool,
 }
 
 impl ReservationBuilder {
@@ -125,7 +126,7 @@ impl ReservationBuilder {
     }
 
     /// Charges the plan to the ledger, if one was asked for.
-    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::Charge>> {
+    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::VmRecord>> {
         let ledger = match (&self.ledger, &self.vm) {
             (None, None) => return Ok(None),
             (Some(l), _) => Arc::clone(l),
@@ -134,7 +135,21 @@ impl ReservationBuilder {
             }
         };
         let name = self.vm.as_deref().unwrap_or("unnamed");
-        crate::ledger::charge_plan(&ledger, name, plan).map(Some)
+        ledger
+            .try_charge_parts(name, &plan.ledger_parts()?)
+            .map(Some)
+    }
+
+    /// Backs the reservation with a sealed memory file that other processes can map (default
+    /// `false`): a hugetlbfs memfd for 2m/1g, a shmem memfd for 4k and THP (THP needs
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` to allow it). The file is sealed
+    /// (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) before its first page exists, then
+    /// mapped, bound, populated, locked and verified as a private reservation is. Hand it on
+    /// with [`Reservation::as_fd`] / [`Reservation::into_fd`]; another process takes it with
+    /// [`Reservation::adopt`]. See [`crate::shared`].
+    pub fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Decides page size, nodes and threads, and checks that the host can satisfy the request,

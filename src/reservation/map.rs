@@ -1,6 +1,7 @@
 //! Mapping: the owned region, and map → bind → advise → lock, everything before the first
 //! fault.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
 use super::facts::HostFacts;
@@ -10,11 +11,14 @@ use crate::error::{Error, PolicyDenial, Result};
 use crate::sys::{self, Backing, NodeMask};
 use crate::units::{NodeId, PageSize};
 
-/// An owned anonymous mapping, unmapped on drop.
+/// An owned mapping, unmapped on drop: private anonymous memory, or (a shared reservation) the
+/// whole of a sealed memory file mapped `MAP_SHARED`, whose descriptor it also owns (closed
+/// after the unmap; the pages live on for as long as another descriptor or mapping does).
 #[derive(Debug)]
 pub(crate) struct Mapping {
     pub(super) ptr: NonNull<u8>,
     pub(super) len: usize,
+    pub(super) file: Option<OwnedFd>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; moving the owner to another thread
@@ -129,9 +133,54 @@ pub(super) fn pool_short_at(plan: &Plan, facts: &HostFacts) -> Error {
     }
 }
 
-fn map(plan: &Plan) -> Result<Mapping> {
-    let len = plan.size as usize;
+/// Runs `f` on a short-lived thread that holds `MPOL_BIND` to the plan's nodes (when the policy
+/// is `Bind`), so that the kernel's hugetlb reservation at `mmap` (hugetlb_acct_memory) counts
+/// only the free pages of those nodes, and the caller's own thread policy is never touched.
+fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let bind_at_map = plan.policy == MemPolicy::Bind;
     let nodes = &plan.nodes;
+    let mask = NodeMask::new(nodes);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if bind_at_map {
+                sys::set_mempolicy(libc::MPOL_BIND, Some(&mask))
+                    .map_err(|e| policy_error("set_mempolicy", e, nodes))?;
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::sys("mmap", libc::EIO)))
+    })
+}
+
+/// A shared reservation's mapping: a sealed memfd of the plan's size (hugetlbfs or shmem),
+/// mapped `MAP_SHARED` from a thread bound to the nodes, as the private hugetlb mapping is.
+fn map_shared(plan: &Plan) -> Result<Mapping> {
+    let len = plan.size as usize;
+    let file = crate::shared::create_sealed("numapin", plan.page_size, plan.size)?;
+    let fd = file.as_fd();
+    let r = on_bound_thread(plan, || {
+        sys::mmap_shared(fd, len, plan.noreserve)
+            .map(|ptr| ptr.as_ptr() as usize)
+            .map_err(|e| match e {
+                libc::ENOMEM if plan.page_size.is_hugetlb() => pool_short_now(plan),
+                e => Error::sys("mmap", e),
+            })
+    })?;
+    // On error `file` drops here: closing the only reference frees the (still empty) file.
+    let ptr = NonNull::new(r as *mut u8).expect("mmap never returns null on success");
+    Ok(Mapping {
+        ptr,
+        len,
+        file: Some(file),
+    })
+}
+
+fn map(plan: &Plan) -> Result<Mapping> {
+    if plan.shared {
+        return map_shared(plan);
+    }
+    let len = plan.size as usize;
     match plan.page_size {
         PageSize::Huge2M | PageSize::Huge1G => {
             let backing = if plan.page_size == PageSize::Huge2M {
@@ -139,29 +188,20 @@ fn map(plan: &Plan) -> Result<Mapping> {
             } else {
                 Backing::Huge1G
             };
-            // Map from a short-lived thread holding MPOL_BIND, so the kernel's hugetlb
-            // reservation (hugetlb_acct_memory) counts only the free pages of the target
-            // nodes, and so the caller's own thread policy is never touched.
-            let bind_at_map = plan.policy == MemPolicy::Bind;
-            let mask = NodeMask::new(nodes);
-            let r = std::thread::scope(|s| {
-                s.spawn(|| {
-                    if bind_at_map {
-                        sys::set_mempolicy(libc::MPOL_BIND, Some(&mask))
-                            .map_err(|e| policy_error("set_mempolicy", e, nodes))?;
-                    }
-                    sys::mmap_anonymous(len, backing, plan.noreserve)
-                        .map(|ptr| ptr.as_ptr() as usize)
-                        .map_err(|e| match e {
-                            libc::ENOMEM => pool_short_now(plan),
-                            e => Error::sys("mmap", e),
-                        })
-                })
-                .join()
-                .unwrap_or_else(|_| Err(Error::sys("mmap", libc::EIO)))
+            let r = on_bound_thread(plan, || {
+                sys::mmap_anonymous(len, backing, plan.noreserve)
+                    .map(|ptr| ptr.as_ptr() as usize)
+                    .map_err(|e| match e {
+                        libc::ENOMEM => pool_short_now(plan),
+                        e => Error::sys("mmap", e),
+                    })
             })?;
             let ptr = NonNull::new(r as *mut u8).expect("mmap never returns null on success");
-            Ok(Mapping { ptr, len })
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
         }
         PageSize::Transparent => {
             // Align to 2 MiB so that every 2 MiB of the region can be one huge page.
@@ -185,12 +225,20 @@ fn map(plan: &Plan) -> Result<Mapping> {
                 }
             }
             let ptr = NonNull::new(aligned as *mut u8).expect("non-null");
-            Ok(Mapping { ptr, len })
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
         }
         PageSize::Base4K => {
             let ptr = sys::mmap_anonymous(len, Backing::Base, plan.noreserve)
                 .map_err(|e| Error::sys("mmap", e))?;
-            Ok(Mapping { ptr, len })
+            Ok(Mapping {
+                ptr,
+                len,
+                file: None,
+            })
         }
         PageSize::Auto => unreachable!("resolved in preflight"),
     }

@@ -14,6 +14,7 @@
 //!
 //! Every error after step 2 unmaps the region (RAII), which returns pool pages and unlocks.
 
+mod adopt;
 mod background;
 mod builder;
 mod facts;
@@ -24,10 +25,12 @@ mod preflight;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::topology::format_cpulist;
 use crate::units::{format_bytes, NodeId, PageSize};
 
+pub use adopt::AdoptBuilder;
 #[cfg(feature = "vm-memory")]
 pub(crate) use background::HeldMapping;
 pub use background::{FaultGuarantee, PendingReservation, PopulateProgress};
@@ -117,6 +120,9 @@ pub struct Plan {
     pub noreserve: bool,
     /// Verify every page up to this many pages, a sample of this many above.
     pub verify_limit: u64,
+    /// Whether the memory is a sealed memory file others can map (see
+    /// [`ReservationBuilder::shared`]).
+    pub shared: bool,
     /// Why things were chosen as they were (Auto fallbacks, CPU choice, defaults).
     pub notes: Vec<String>,
 }
@@ -142,6 +148,9 @@ impl fmt::Display for Plan {
             nodes.join(",")
         )?;
         writeln!(f, "  {:<14} {:?}", "lock", self.lock)?;
+        if self.shared {
+            writeln!(f, "  {:<14} sealed memfd (map it by fd)", "shared")?;
+        }
         writeln!(
             f,
             "  {:<14} {} on cpus {}",
@@ -160,6 +169,38 @@ impl Plan {
     /// Pages of the native page granule (`page_size.bytes()`).
     pub fn pages(&self) -> u64 {
         self.size / self.page_size.bytes().unwrap_or(4096) as u64
+    }
+
+    /// What this plan takes from the host ledger, as `(node, page-size class, bytes)` parts
+    /// ([`crate::ledger::Ledger::try_charge_parts`]): per node of the plan, its share of the
+    /// size in the plan's page-size class (one node: all of it; several: an even split in
+    /// whole pages, as interleave places them).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] if the page size is not concrete (`Auto`).
+    pub fn ledger_parts(&self) -> crate::Result<Vec<(NodeId, u64, u64)>> {
+        let class = crate::ledger::class_of(self.page_size).ok_or_else(|| {
+            crate::Error::InvalidConfig(
+                "the plan's page size must be concrete to charge the ledger".into(),
+            )
+        })?;
+        let page = self.page_size.bytes().map_or(4096, |b| b as u64).max(1);
+        let nodes = if self.nodes.is_empty() {
+            vec![NodeId(0)]
+        } else {
+            self.nodes.clone()
+        };
+        let pages = self.size.div_ceil(page);
+        let k = nodes.len() as u64;
+        Ok(nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &node)| {
+                let share = pages / k + u64::from((i as u64) < pages % k);
+                (node, class, share * page)
+            })
+            .filter(|p| p.2 > 0)
+            .collect())
     }
 }
 
@@ -191,7 +232,10 @@ pub struct Report {
     pub locked: bool,
     /// How they are kept resident.
     pub lock: LockKind,
-    /// For `Transparent`: bytes the kernel backs with huge pages (`AnonHugePages`).
+    /// Whether the memory is a sealed memory file others can map ([`Reservation::as_fd`]).
+    pub shared: bool,
+    /// For `Transparent`: bytes the kernel backs with huge pages (`AnonHugePages`, or
+    /// `ShmemPmdMapped` for a shared reservation).
     pub thp_bytes: Option<u64>,
     /// Populate threads.
     pub threads: usize,
@@ -252,6 +296,13 @@ impl fmt::Display for Report {
             LockKind::None => "no",
         };
         row(f, "locked", lock.into())?;
+        if self.shared {
+            row(
+                f,
+                "shared",
+                "sealed memfd (F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL)".into(),
+            )?;
+        }
         row(
             f,
             "threads",
@@ -301,20 +352,24 @@ impl fmt::Display for Report {
 
 /// Guest memory: mapped, bound, populated, locked and verified. Unmapped on drop.
 ///
-/// Invariant: `ptr..ptr+len` is a private anonymous mapping created by this crate, owned by
-/// this value alone, and readable and writable for as long as the value lives.
+/// Invariant: `ptr..ptr+len` is a mapping created by this crate — private anonymous memory, or
+/// the whole of a sealed memory file mapped shared (a shared reservation, built with
+/// [`ReservationBuilder::shared`] or adopted with [`Reservation::adopt`]) — owned by this
+/// value alone, and readable and writable for as long as the value lives. Other processes may
+/// map a shared reservation's file too and write it concurrently: like any shared guest RAM,
+/// its bytes can change under a `&[u8]` of it then.
 #[derive(Debug)]
 pub struct Reservation {
     map: Mapping,
     report: Report,
     /// The ledger charge, released after the mapping (field order: `map` drops first).
-    charge: Option<crate::ledger::Charge>,
+    charge: Option<crate::ledger::VmRecord>,
 }
 
 impl Reservation {
     /// The ledger charge this reservation holds (see [`ReservationBuilder::ledger`]); use it
-    /// to report the guest's usage ([`crate::ledger::Charge::set_guest_used`]).
-    pub fn charge(&self) -> Option<&crate::ledger::Charge> {
+    /// to report the guest's usage ([`crate::ledger::VmRecord::set_guest_used`]).
+    pub fn charge(&self) -> Option<&crate::ledger::VmRecord> {
         self.charge.as_ref()
     }
 
@@ -334,6 +389,7 @@ impl Reservation {
             cpus: None,
             ledger: None,
             vm: None,
+            shared: false,
         }
     }
 
@@ -374,5 +430,35 @@ impl Reservation {
     /// The page size in use.
     pub fn page_size(&self) -> PageSize {
         self.report.page_size
+    }
+
+    /// The descriptor of a shared reservation's sealed memory file (`None` for a private
+    /// one). Another process maps it with `MAP_SHARED` (QEMU `memory-backend-file`,
+    /// `share=on`; Cloud Hypervisor `shared=on`; a vhost-user back-end) or adopts it with
+    /// [`Reservation::adopt`]; send it with [`crate::shared::send_fd`]. It is close-on-exec.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.map.file.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Gives up this process's mapping of a shared reservation and returns its file and its
+    /// ledger charge. The pages live on in the file for as long as a descriptor or a mapping
+    /// of it does; keep the charge alive for that long too (or hand it to the process that
+    /// will hold the memory), since dropping it refunds the ledger while the memory is still
+    /// held.
+    ///
+    /// # Errors
+    /// A private reservation is given back unchanged: it has no file.
+    #[allow(clippy::result_large_err)] // the error is the reservation itself, given back
+    pub fn into_fd(self) -> std::result::Result<(OwnedFd, Option<crate::ledger::VmRecord>), Self> {
+        if self.map.file.is_none() {
+            return Err(self);
+        }
+        let Reservation {
+            mut map, charge, ..
+        } = self;
+        let file = map.file.take().expect("checked above");
+        // Unmap (the charge is not refunded: it travels with the file).
+        drop(map);
+        Ok((file, charge))
     }
 }

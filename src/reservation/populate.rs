@@ -158,7 +158,7 @@ pub(super) fn populate_and_verify(
     }
 
     let thp_bytes = if plan.page_size == PageSize::Transparent {
-        let t = crate::smaps::anon_huge_bytes(map.ptr.as_ptr() as usize).unwrap_or(0);
+        let t = crate::smaps::huge_backed_bytes(map.ptr.as_ptr() as usize).unwrap_or(0);
         if t < plan.size {
             notes.push(format!(
                 "THP: only {} of {} is backed by huge pages (the kernel could not find enough free 2 MiB blocks on the node)",
@@ -184,6 +184,7 @@ pub(super) fn populate_and_verify(
         verified_all: stride_pages == 1,
         locked: plan.lock != LockKind::None,
         lock: plan.lock,
+        shared: plan.shared,
         thp_bytes,
         threads: work.threads.min(len.div_ceil(work.chunk)),
         pinned_cpus: plan.cpus.clone(),

@@ -134,3 +134,31 @@ pub fn lying_facts(extra: u64) -> numapin::HostFacts {
     }
     f
 }
+
+/// Accepts a connection from `child` on `listener`; panics (instead of waiting forever) if the
+/// child exits first or does not connect within 60 s.
+pub fn accept_from(
+    listener: &std::os::unix::net::UnixListener,
+    child: &mut std::process::Child,
+) -> std::os::unix::net::UnixStream {
+    listener.set_nonblocking(true).unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the child exited before connecting: {st}");
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the child never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

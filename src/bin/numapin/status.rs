@@ -3,11 +3,26 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use numapin::fleet::nrt::{node_resource_topology, NrtOptions};
+use numapin::fleet::prometheus::exposition;
 use numapin::format_bytes;
-use numapin::ledger::metrics::{prometheus, right_size_hint, DEFAULT_MARGIN_PPM};
 use numapin::ledger::{default_path, Ledger};
+use numapin::units::class_name;
 
-use crate::CliError;
+use crate::{export, CliError};
+
+/// Output formats of `numapin status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables.
+    Text,
+    /// The snapshot as JSON (the planner's input).
+    Json,
+    /// Prometheus text exposition (`numapin_*` metrics).
+    Prometheus,
+    /// A Kubernetes NodeResourceTopology (v1alpha2) object as JSON.
+    Nrt,
+}
 
 /// Arguments of `numapin status`.
 #[derive(Debug, clap::Args)]
@@ -16,12 +31,29 @@ pub struct Args {
     /// this host's topology if it does not exist.
     #[arg(long)]
     ledger: Option<PathBuf>,
-    /// Print the snapshot as JSON (the planner's input).
-    #[arg(long, conflicts_with = "prometheus")]
+    /// Print the snapshot as JSON (the planner's input); same as --format json.
+    #[arg(long, conflicts_with_all = ["prometheus", "format"])]
     json: bool,
-    /// Print Prometheus text exposition (`numapin_*` metrics).
-    #[arg(long)]
+    /// Print Prometheus text exposition (`numapin_*` metrics); same as --format prometheus.
+    #[arg(long, conflicts_with = "format")]
     prometheus: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Write the output to FILE by atomic rename instead of stdout (for the node exporter's
+    /// textfile collector: `--prometheus --output /var/lib/node_exporter/numapin.prom`).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Subtract this host's failover hold-back, read from `numapin plan --holdback --json`
+    /// output (NRT allocatable/available; the `numapin_failover_holdback_bytes` metric).
+    #[arg(long, value_name = "PLAN.json")]
+    holdback: Option<PathBuf>,
+    /// With --format nrt: the kubelet's topology manager policy on this node.
+    #[arg(long, default_value = "single-numa-node")]
+    nrt_policy: String,
+    /// With --format nrt: the kubelet's topology manager scope on this node.
+    #[arg(long, default_value = "pod")]
+    nrt_scope: String,
     /// Record what a VM's guest uses, `NAME=SIZE` (e.g. from balloon statistics), before
     /// printing; repeat for several VMs.
     #[arg(long = "guest-used", value_parser = parse_guest_used)]
@@ -44,15 +76,50 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
     }
     let snap = l.snapshot()?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string(&snap)?)?;
-        return Ok(());
+    let format = match (a.json, a.prometheus) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Prometheus,
+        _ => a.format,
+    };
+    let hold = match &a.holdback {
+        Some(p) => Some(export::read_holdback(p, &snap)?),
+        None => None,
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string(&snap)? + "\n",
+        Format::Prometheus => exposition(&snap, hold.as_deref()),
+        Format::Nrt => {
+            let topo = numapin::Topology::from_sysfs().ok();
+            let opts = NrtOptions {
+                policy: a.nrt_policy.clone(),
+                scope: a.nrt_scope.clone(),
+            };
+            let v =
+                node_resource_topology(&snap, topo.as_ref(), hold.as_deref().unwrap_or(&[]), &opts);
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
+        Format::Text => {
+            let mut buf = Vec::new();
+            table(&mut buf, &path, &snap)?;
+            String::from_utf8_lossy(&buf).into_owned()
+        }
+    };
+    match &a.output {
+        Some(p) => export::write_atomically(p, &text)?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
-    if a.prometheus {
-        write!(out, "{}", prometheus(&snap))?;
-        return Ok(());
-    }
+    Ok(())
+}
+
+fn table(
+    out: &mut impl Write,
+    path: &std::path::Path,
+    snap: &numapin::snapshot::Snapshot,
+) -> std::io::Result<()> {
     writeln!(out, "ledger {}", path.display())?;
     writeln!(
         out,
@@ -79,12 +146,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     writeln!(
         out,
-        "\n{:<20} {:>8}  {:>11}  {:>11}  {:>11}  right-size hint (peak + 15%)",
+        "\n{:<20} {:>8}  {:>11}  {:>11}  {:>11}  right-size hint (peak + 25%, whole pages)",
         "vm", "pid", "allocated", "guest used", "peak"
     )?;
     for v in &snap.vms {
         let alloc = v.reserved_bytes();
-        let hint = match right_size_hint(v, DEFAULT_MARGIN_PPM) {
+        let hint = match v.right_size_hint() {
             None => "no guest usage reported".to_string(),
             Some(h) if h < alloc => format!(
                 "{} (could free {})",
@@ -115,13 +182,4 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-fn class_name(page: u64) -> &'static str {
-    match page {
-        4096 => "4k/thp",
-        0x20_0000 => "2m",
-        0x4000_0000 => "1g",
-        _ => "?",
-    }
 }
