@@ -8,7 +8,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::topology::nr_hugepages_path;
 use crate::units::{format_bytes, NodeId, PageSize};
 
 /// `Result` with numapin's [`Error`].
@@ -76,8 +75,9 @@ pub enum Error {
         available: u64,
     },
 
-    /// A hugetlb pool on the node is too small.
-    #[error("{}", hugepages_short_message(*node, *page_size, *wanted, *free_on_node, *free_elsewhere))]
+    /// A hugetlb pool on the node is too small, or too many of the host's free pages are
+    /// reserved by other mappings.
+    #[error("{}", hugepages_short_message(*node, *page_size, *wanted, *free_on_node, *free_elsewhere, *reserved, *short))]
     HugepagesShort {
         /// The node whose pool is short.
         node: NodeId,
@@ -89,6 +89,70 @@ pub enum Error {
         free_on_node: u64,
         /// Free pages of that size on all other nodes together.
         free_elsewhere: u64,
+        /// Free pages of the host that other mappings have reserved but not faulted in yet
+        /// (`HugePages_Rsvd`, kept per host only): free, but not to be had.
+        reserved: u64,
+        /// Pages to add to the node's pool for the request to fit.
+        short: u64,
+    },
+
+    /// The pools of the nodes a region is bound to hold too few free hugepages together.
+    #[error("{}", hugepages_short_on_nodes_message(*page_size, *wanted, free, *reserved, *short))]
+    HugepagesShortOnNodes {
+        /// The hugetlb page size.
+        page_size: PageSize,
+        /// Pages needed from the nodes together.
+        wanted: u64,
+        /// Free pages per bound node.
+        free: Vec<(NodeId, u64)>,
+        /// Free pages of the host reserved by other mappings (`HugePages_Rsvd`).
+        reserved: u64,
+        /// Pages to add to any one of the nodes' pools for the request to fit.
+        short: u64,
+    },
+
+    /// A cgroup limit of the calling process leaves less room than the reservation needs
+    /// (without this check the kernel's OOM killer, or a SIGBUS, would answer at fault time).
+    #[error("{}", cgroup_limit_message(file, *page_size, *requested, *limit, *usage))]
+    CgroupLimit {
+        /// The file that sets the limit (`.../memory.max`, `.../hugetlb.2MB.max`).
+        file: PathBuf,
+        /// The page size asked for: hugetlb sizes hit the hugetlb limit, the others the
+        /// memory limit.
+        page_size: PageSize,
+        /// Bytes requested.
+        requested: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// Bytes the cgroup uses now (reclaimable page cache not counted).
+        usage: u64,
+    },
+
+    /// The calling process's cpuset does not allow some of the nodes.
+    #[error("nodes {} are outside this process's cpuset (memory nodes allowed: {}{}); add them to the cgroup's cpuset.mems{} or bind to allowed nodes", node_list(nodes), node_list(allowed), file.as_ref().map_or(String::new(), |f| format!(", from {}", f.display())), file.as_ref().map_or(String::new(), |f| format!(" (the file beside {})", f.display())))]
+    NodesNotAllowed {
+        /// The nodes asked for.
+        nodes: Vec<NodeId>,
+        /// The memory nodes the cpuset allows (`Mems_allowed_list`).
+        allowed: Vec<NodeId>,
+        /// The cgroup file listing them (`cpuset.mems.effective`), if found.
+        file: Option<PathBuf>,
+    },
+
+    /// Interleaved hugetlb pages came out unevenly over the nodes: a node's pool ran out while
+    /// the region was populated and the kernel took pages from another node instead.
+    #[error("interleave over nodes {} came out uneven: {page_size} pages per node {}, but each node should hold {share} (one more or less); node(s) {} ran out during population (another process took pages after the preflight). Grow their pools, or reserve one bound region per node", node_list(nodes), placement.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "), node_list(short_nodes))]
+    InterleaveUneven {
+        /// The page size.
+        page_size: PageSize,
+        /// The nodes of the policy.
+        nodes: Vec<NodeId>,
+        /// Pages found per node.
+        placement: Vec<(NodeId, u64)>,
+        /// Pages each node should hold (the region's pages divided by the nodes, rounded down).
+        share: u64,
+        /// The nodes that hold fewer than `share` pages.
+        short_nodes: Vec<NodeId>,
     },
 
     /// `RLIMIT_MEMLOCK` does not allow locking the region and the process lacks `CAP_IPC_LOCK`.
@@ -436,17 +500,49 @@ fn limit_text(limit: u64) -> String {
     }
 }
 
+/// `/sys/devices/system/node/nodeN/hugepages/hugepages-SIZEkB/nr_hugepages`.
+fn pool_file(node: NodeId, page: PageSize) -> String {
+    format!(
+        "/sys/devices/system/node/node{node}/hugepages/hugepages-{}kB/nr_hugepages",
+        page.bytes().unwrap_or(0) / 1024
+    )
+}
+
+/// `0, 1, 3`.
+fn node_list(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn grow_hint(p: &str, short: u64) -> String {
+    format!(
+        "`echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N)"
+    )
+}
+
+fn reserved_note(reserved: u64) -> String {
+    if reserved > 0 {
+        format!(", but {reserved} of the host's free pages are reserved by other mappings (HugePages_Rsvd) and cannot be had")
+    } else {
+        String::new()
+    }
+}
+
 fn hugepages_short_message(
     node: NodeId,
     page: PageSize,
     wanted: u64,
     free_on_node: u64,
     free_elsewhere: u64,
+    reserved: u64,
+    short: u64,
 ) -> String {
-    let path = nr_hugepages_path(node, page);
     let mut s = format!(
-        "node {node} has {free_on_node} free {page} hugepage(s), {wanted} needed ({} short)",
-        wanted.saturating_sub(free_on_node)
+        "node {node} has {free_on_node} free {page} hugepage(s){}, {wanted} needed ({short} short)",
+        reserved_note(reserved)
     );
     if free_elsewhere > 0 {
         s += &format!(
@@ -454,11 +550,54 @@ fn hugepages_short_message(
         );
     }
     s += &format!(
-        ". Grow the pool: `echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N), or ask for fewer pages or another node",
-        p = path.display(),
-        short = wanted.saturating_sub(free_on_node),
+        ". Grow the pool: {}, or ask for fewer pages or another node",
+        grow_hint(&pool_file(node, page), short)
     );
     s
+}
+
+fn hugepages_short_on_nodes_message(
+    page: PageSize,
+    wanted: u64,
+    free: &[(NodeId, u64)],
+    reserved: u64,
+    short: u64,
+) -> String {
+    let per: Vec<String> = free.iter().map(|(n, f)| format!("node {n}: {f}")).collect();
+    let total: u64 = free.iter().map(|(_, f)| f).sum();
+    let first = free.first().map_or(NodeId(0), |(n, _)| *n);
+    format!(
+        "nodes {} have {total} free {page} hugepage(s) together ({}){}, {wanted} needed ({short} short). Memory bound to these nodes may come from any of them: grow one of their pools by {short}, e.g. {}, or ask for fewer pages",
+        node_list(&free.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+        per.join(", "),
+        reserved_note(reserved),
+        grow_hint(&pool_file(first, page), short)
+    )
+}
+
+fn cgroup_limit_message(
+    file: &std::path::Path,
+    page: PageSize,
+    requested: u64,
+    limit: u64,
+    usage: u64,
+) -> String {
+    let what = if page.is_hugetlb() {
+        format!("{page} hugetlb pages")
+    } else {
+        format!("memory ({page} pages)")
+    };
+    format!(
+        "the cgroup limit {} allows {} and {} of it is in use, so {} is left; {} of {what} requested. Raise the limit (`echo {} > {}` as root, or the unit's {} with systemd), start the VMM in a cgroup with more room, or reserve less",
+        file.display(),
+        format_bytes(limit),
+        format_bytes(usage),
+        format_bytes(limit.saturating_sub(usage)),
+        format_bytes(requested),
+        usage.saturating_add(requested),
+        file.display(),
+        if page.is_hugetlb() { "hugetlb limit" } else { "MemoryMax=" },
+    )
 }
 
 fn policy_hint(d: PolicyDenial) -> &'static str {
@@ -512,6 +651,8 @@ mod tests {
             wanted: 2048,
             free_on_node: 758,
             free_elsewhere: 1290,
+            reserved: 0,
+            short: 1290,
         };
         let m = e.to_string();
         assert!(m.contains("758"), "{m}");

@@ -65,7 +65,9 @@ pub struct NumaNode {
     /// `/proc/zoneinfo` (`present - managed`). Kernels with deferred struct-page
     /// initialisation (common in VMs) hand it to the allocator on demand, so it is available
     /// although `MemFree` does not count it; on other kernels it is memory reserved at boot
-    /// (a small overestimate).
+    /// (a small overestimate). Pages a memory balloon took back for the hypervisor
+    /// (`nr_balloon_pages` in the node's `vmstat`) also leave `managed` but are not available:
+    /// they are not counted here.
     pub mem_deferred_bytes: u64,
     /// Hugetlb pools of this node, smallest page size first.
     pub hugepages: Vec<HugepagePool>,
@@ -181,6 +183,7 @@ impl Topology {
                 mem_deferred_bytes: zones.get(&id).map_or(0, |z| {
                     z.present_pages
                         .saturating_sub(z.managed_pages)
+                        .saturating_sub(balloon_pages(&dir))
                         .saturating_mul(crate::units::base_page_size() as u64)
                 }),
                 hugepages,
@@ -298,6 +301,79 @@ fn select_distance_columns(
         online.len(),
         possible.len()
     ))
+}
+
+/// Pages of a node a memory balloon holds for the hypervisor (`nr_balloon_pages` in the node's
+/// `vmstat`; 0 where the kernel does not count them).
+fn balloon_pages(node_dir: &Path) -> u64 {
+    fs::read_to_string(node_dir.join("vmstat"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == "nr_balloon_pages").then(|| v.trim().parse().ok())?
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// One host-wide hugetlb pool (`/sys/kernel/mm/hugepages/hugepages-SIZEkB`): the node pools
+/// summed, plus what only the host-wide view has, the pages reserved by mappings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct HostPool {
+    /// Page size in bytes.
+    pub page_size_bytes: u64,
+    /// Pages in the pool (`nr_hugepages`).
+    pub total: u64,
+    /// Pages not faulted in by anyone (`free_hugepages`), including reserved ones.
+    pub free: u64,
+    /// Free pages that mappings have reserved but not faulted in yet (`resv_hugepages`,
+    /// `HugePages_Rsvd`): nobody else can have them. The kernel keeps this count per host only.
+    pub reserved: u64,
+    /// Surplus pages (`surplus_hugepages`).
+    pub surplus: u64,
+}
+
+impl HostPool {
+    /// Free pages no mapping has reserved: what a new mapping can get at most.
+    pub fn unreserved(&self) -> u64 {
+        self.free.saturating_sub(self.reserved)
+    }
+}
+
+/// Reads the host-wide hugetlb pools under `root` (normally `/sys`), smallest page first;
+/// none on a kernel without hugetlbfs.
+///
+/// # Errors
+/// [`Error::Sysfs`] or [`Error::Parse`] naming the file.
+pub fn read_host_pools(root: &Path) -> Result<Vec<HostPool>> {
+    let dir = root.join("kernel/mm/hugepages");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(Error::Sysfs { path: dir, source }),
+    };
+    let mut pools = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Sysfs {
+            path: dir.clone(),
+            source,
+        })?;
+        let Some(kib) = parse_hugepage_dir_name(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let p = entry.path();
+        pools.push(HostPool {
+            page_size_bytes: kib * 1024,
+            total: read_u64(&p.join("nr_hugepages"))?,
+            free: read_u64(&p.join("free_hugepages"))?,
+            reserved: read_u64(&p.join("resv_hugepages"))?,
+            surplus: read_u64(&p.join("surplus_hugepages"))?,
+        });
+    }
+    pools.sort_by_key(|p| p.page_size_bytes);
+    Ok(pools)
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -611,6 +687,64 @@ mod tests {
         assert_eq!(z[&1].present_pages, 7);
         assert!(parse_zoneinfo("        present  3998\n").is_err());
         assert!(parse_zoneinfo("Node x, zone DMA\n").is_err());
+    }
+
+    /// A one-node tree as a VM guest shows it: 24.5 GiB present, 16 GiB managed (`MemTotal`)
+    /// after a balloon took 8 GiB back for the hypervisor. `present - managed` alone would
+    /// count the ballooned memory as available.
+    #[test]
+    fn ballooned_memory_is_not_available() {
+        const G: u64 = 1 << 30;
+        let root =
+            std::env::temp_dir().join(format!("numapin-topo-balloon-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let page = crate::units::base_page_size() as u64;
+        let files = [
+            ("sys/devices/system/node/online", "0\n".to_string()),
+            ("sys/devices/system/cpu/online", "0-1\n".to_string()),
+            ("sys/devices/system/node/node0/cpulist", "0-1\n".to_string()),
+            ("sys/devices/system/node/node0/distance", "10\n".to_string()),
+            (
+                "sys/devices/system/node/node0/meminfo",
+                format!(
+                    "Node 0 MemTotal: {} kB\nNode 0 MemFree: {} kB\nNode 0 Active(file): {} kB\n",
+                    16 * G / 1024,
+                    10 * G / 1024,
+                    2 * G / 1024
+                ),
+            ),
+            (
+                "sys/devices/system/node/node0/vmstat",
+                format!("nr_free_pages 1\nnr_balloon_pages {}\n", 8 * G / page),
+            ),
+            (
+                "proc/zoneinfo",
+                format!(
+                    "Node 0, zone Normal\n present {}\n managed {}\n",
+                    (24 * G + G / 2) / page,
+                    16 * G / page
+                ),
+            ),
+        ];
+        for (p, v) in &files {
+            let f = root.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, v).unwrap();
+        }
+        let t = Topology::from_roots(&root.join("sys"), &root.join("proc")).unwrap();
+        let n = &t.nodes[0];
+        // 8.5 GiB present but not managed: 8 GiB ballooned out, 0.5 GiB not yet initialised.
+        assert_eq!(n.mem_deferred_bytes, G / 2);
+        assert_eq!(n.mem_available_bytes(), 10 * G + 2 * G + G / 2);
+        // Without the balloon count (an older kernel), all of it is taken as deferred.
+        fs::write(
+            root.join("sys/devices/system/node/node0/vmstat"),
+            "nr_free_pages 1\n",
+        )
+        .unwrap();
+        let t = Topology::from_roots(&root.join("sys"), &root.join("proc")).unwrap();
+        assert_eq!(t.nodes[0].mem_deferred_bytes, 8 * G + G / 2);
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod adopt;
 mod background;
 mod builder;
+mod facts;
 mod many;
 mod map;
 mod populate;
@@ -34,6 +35,7 @@ pub use adopt::AdoptBuilder;
 pub(crate) use background::HeldMapping;
 pub use background::{FaultGuarantee, PendingReservation, PopulateProgress};
 pub use builder::ReservationBuilder;
+pub use facts::{HostFacts, MemlockFacts};
 use map::Mapping;
 
 /// How pages are spread over the nodes given to the builder.
@@ -383,6 +385,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            facts: None,
             cpus: None,
             ledger: None,
             vm: None,
