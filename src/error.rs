@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::units::{format_bytes, NodeId, PageSize};
+use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
 /// `Result` with numapin's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,9 +39,69 @@ pub enum Error {
         reason: String,
     },
 
-    /// A builder option contradicts another (e.g. interleave over one node).
+    /// A ledger or planner setting is inconsistent (each message names the setting and the
+    /// fix). The reservation, baseline and guest-memory conditions have variants of their own.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// A concrete page size (4k, thp, 2m, 1g) was needed and `auto` was given.
+    #[error("{what} needs a concrete page size (4k, thp, 2m or 1g), not auto; resolve it first (ReservationBuilder::preflight returns the page size auto chose)")]
+    PageSizeAuto {
+        /// What needed it (`a ledger charge`, `a shared reservation's file`, `the baseline`).
+        what: &'static str,
+    },
+
+    /// No online node has memory, so a reservation without nodes has nowhere to go.
+    #[error(
+        "no online node has memory (online nodes: {online:?}); check /sys/devices/system/node"
+    )]
+    NoNodeWithMemory {
+        /// The online nodes.
+        online: Vec<NodeId>,
+    },
+
+    /// None of the populate CPUs given to [`crate::ReservationBuilder::cpus`] may be used.
+    #[error("none of the populate cpus {} may be used by this process (allowed: {}); pick some of those", crate::units::format_id_list(asked), crate::units::format_id_list(allowed))]
+    PopulateCpusNotAllowed {
+        /// The CPUs asked for.
+        asked: Vec<u32>,
+        /// The CPUs this process may run on.
+        allowed: Vec<u32>,
+    },
+
+    /// Zero populate threads were asked for.
+    #[error(
+        "threads must be at least 1 (0 given); leave threads unset for one per CPU of the nodes"
+    )]
+    ZeroThreads,
+
+    /// A background population was cancelled (its pending reservation was dropped).
+    #[error("population cancelled: the pending reservation was dropped before it finished")]
+    PopulationCancelled,
+
+    /// A shared THP baseline region was asked for.
+    #[error("shared THP is governed by shmem_enabled, not by this baseline; use 4k, 2m or 1g for a shared region, or thp for a private one")]
+    SharedThp,
+
+    /// A balloon granule that is zero or not a multiple of the region's page size.
+    #[error("balloon granule {granule} is not a multiple of the {} page size of this region; use {}", format_bytes(*page as u64), format_bytes((*granule).max(1).next_multiple_of(*page) as u64))]
+    BalloonGranule {
+        /// The granule asked for, in bytes.
+        granule: usize,
+        /// The region's native page size in bytes.
+        page: usize,
+    },
+
+    /// The balloon's settings were changed while it holds memory.
+    #[error("the balloon holds {} of this region; deflate it before changing the granule", format_bytes(*inflated))]
+    BalloonBusy {
+        /// Bytes the balloon holds.
+        inflated: u64,
+    },
+
+    /// A balloon rate of zero bytes per second.
+    #[error("a balloon rate of 0 bytes/s never finishes; pass None for no limit")]
+    BalloonRateZero,
 
     /// A node asked for is not online on this host.
     #[error("NUMA node {node} does not exist on this host (online nodes: {online:?}); pick one of those, see `numapin topology`")]
@@ -232,12 +292,12 @@ pub enum Error {
     },
 
     /// A kernel file did not have the expected shape.
-    #[error("cannot parse {}: {reason}", path.display())]
+    #[error("cannot parse {}: {source}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// What was wrong.
-        reason: String,
+        source: ParseError,
     },
 
     /// A system call failed with an errno numapin does not decode further.
@@ -338,12 +398,25 @@ pub enum Error {
 
     /// Background population of a guest region failed; this is the error again for a later
     /// waiter (the first one got the original error).
-    #[error("population of the guest region at {guest_addr:#x} failed: {message}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
+    #[error("population of the guest region at {guest_addr:#x} failed: {source}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
     GuestPopulation {
         /// Guest physical address of the region.
         guest_addr: u64,
-        /// The original error, as text.
-        message: String,
+        /// The original error.
+        source: std::sync::Arc<Error>,
+    },
+
+    /// A guest memory layout without regions (feature `vm-memory`).
+    #[error("a guest memory layout needs at least one region; add one with Layout::region")]
+    EmptyLayout,
+
+    /// vm-memory refused a layout or mapping numapin built (feature `vm-memory`).
+    #[error("vm-memory refused {what}: {reason}")]
+    VmMemory {
+        /// What was refused (`the layout`, `the mapping`).
+        what: &'static str,
+        /// vm-memory's answer.
+        reason: String,
     },
 
     /// hwloc could not build or answer about the topology (feature `hwloc`).
@@ -597,8 +670,15 @@ fn admission_message(e: &Error) -> String {
 }
 
 impl Error {
+    /// A file whose contents have the wrong shape, described in words (a
+    /// [`ParseError::Malformed`] of the file's contents).
     pub(crate) fn parse(path: PathBuf, reason: String) -> Error {
-        Error::Parse { path, reason }
+        Error::parsed(path, ParseError::from(reason))
+    }
+
+    /// A file a parser refused.
+    pub(crate) fn parsed(path: PathBuf, source: ParseError) -> Error {
+        Error::Parse { path, source }
     }
 
     pub(crate) fn sys(call: &'static str, errno: i32) -> Error {

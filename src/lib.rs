@@ -59,4 +59,4 @@ pub use reservation::{
     PopulateProgress, Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
-pub use units::{format_bytes, parse_size, NodeId, PageSize};
+pub use units::{format_bytes, parse_size, NodeId, PageSize, ParseError};

@@ -65,15 +65,17 @@ impl MemPolicy {
 }
 
 impl std::str::FromStr for MemPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = crate::units::ParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "bind" => Ok(MemPolicy::Bind),
             "preferred" => Ok(MemPolicy::Preferred),
             "interleave" => Ok(MemPolicy::Interleave),
-            o => Err(format!(
-                "unknown policy {o:?}: expected bind, preferred or interleave"
-            )),
+            o => Err(crate::units::ParseError::Unknown {
+                what: "policy",
+                input: o.to_string(),
+                expected: "bind, preferred or interleave",
+            }),
         }
     }
 }
@@ -177,12 +179,10 @@ impl Plan {
     /// whole pages, as interleave places them).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidConfig`] if the page size is not concrete (`Auto`).
+    /// [`crate::Error::PageSizeAuto`] if the page size is not concrete (`Auto`).
     pub fn ledger_parts(&self) -> crate::Result<Vec<(NodeId, u64, u64)>> {
-        let class = crate::ledger::class_of(self.page_size).ok_or_else(|| {
-            crate::Error::InvalidConfig(
-                "the plan's page size must be concrete to charge the ledger".into(),
-            )
+        let class = crate::ledger::class_of(self.page_size).ok_or(crate::Error::PageSizeAuto {
+            what: "a ledger charge",
         })?;
         let page = self.page_size.bytes().map_or(4096, |b| b as u64).max(1);
         let nodes = if self.nodes.is_empty() {
