@@ -4,6 +4,7 @@ use std::path::Path;
 #[cfg(not(loom))]
 use std::path::PathBuf;
 
+use super::owner::{pid_namespace, Beacons};
 use super::region::Region;
 use super::table::{
     self, Geometry, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT, D_NODE, D_PAGE, D_RESERVE,
@@ -11,7 +12,7 @@ use super::table::{
 };
 #[cfg(not(loom))]
 use super::LedgerConfig;
-use super::{invalid, owner::pid_namespace, ClassSpec, Ledger};
+use super::{invalid, ClassSpec, Ledger};
 use crate::error::{Error, Result};
 #[cfg(not(loom))]
 use crate::topology::Topology;
@@ -99,7 +100,8 @@ impl Ledger {
         let region = crate::sys::SharedRegion::map_file(&f, len as usize)
             .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e)))?;
         let t = validate(Region(region), Some(path))?;
-        Ledger::from_table(t, Some(path.to_path_buf()))
+        let b = beacons(&t.geo, f, Some(path));
+        Ledger::from_table(t, Some(path.to_path_buf()), b)
     }
 
     /// Creates a ledger file at `path` race-free: the file is made under a temporary name
@@ -185,7 +187,7 @@ impl Ledger {
                 &format!("image of {} bytes is not a ledger's size", image.len()),
             ));
         }
-        let region = Region::anonymous(image.len()).map_err(|e| Error::sys("mmap", e))?;
+        let (region, backing) = anonymous(image.len())?;
         for (i, ch) in image.chunks_exact(8).enumerate() {
             let v = u64::from_le_bytes(ch.try_into().unwrap_or([0; 8]));
             if let Some(w) = region.w64(i * 8) {
@@ -193,7 +195,8 @@ impl Ledger {
             }
         }
         let t = validate(region, None)?;
-        Ledger::from_table(t, None)
+        let b = beacons(&t.geo, backing, None);
+        Ledger::from_table(t, None, b)
     }
 }
 
@@ -226,12 +229,50 @@ fn check_classes(classes: &[ClassSpec], slots: u32) -> Result<Geometry> {
     Ok(geo)
 }
 
-pub(super) fn new_table(classes: &[ClassSpec], slots: u32) -> Result<Table> {
+pub(super) fn new_table(classes: &[ClassSpec], slots: u32) -> Result<(Table, Beacons)> {
     let geo = check_classes(classes, slots)?;
-    let region = Region::anonymous(geo.len()).map_err(|e| Error::sys("mmap", e))?;
+    let (region, backing) = anonymous(geo.len())?;
     let t = Table { region, geo };
     init_table(&t, classes).map_err(|b| invalid(None, &b.text()))?;
-    Ok(t)
+    let b = beacons(&geo, backing, None);
+    Ok((t, b))
+}
+
+/// What an in-memory ledger lives in: an anonymous memory file (`memfd_create`), so that its
+/// slots can be locked like a file's (and children forked later share it); under loom nothing.
+#[cfg(not(loom))]
+type Backing = std::fs::File;
+#[cfg(loom)]
+type Backing = ();
+
+#[cfg(not(loom))]
+fn anonymous(len: usize) -> Result<(Region, Backing)> {
+    use std::os::fd::AsFd;
+    let fd = crate::sys::memfd_create(c"numapin-ledger", None)
+        .map_err(|e| Error::sys("memfd_create", e))?;
+    crate::sys::ftruncate(fd.as_fd(), len as u64).map_err(|e| Error::sys("ftruncate", e))?;
+    let f = std::fs::File::from(fd);
+    let region = crate::sys::SharedRegion::map_file(&f, len).map_err(|e| Error::sys("mmap", e))?;
+    Ok((Region(region), f))
+}
+
+#[cfg(loom)]
+fn anonymous(len: usize) -> Result<(Region, Backing)> {
+    Ok((
+        Region::anonymous(len).map_err(|e| Error::sys("mmap", e))?,
+        (),
+    ))
+}
+
+#[cfg(not(loom))]
+fn beacons(_geo: &Geometry, backing: Backing, path: Option<&Path>) -> Beacons {
+    let path = path.map_or_else(|| PathBuf::from("<in-memory>"), Path::to_path_buf);
+    Beacons::new(backing, path)
+}
+
+#[cfg(loom)]
+fn beacons(geo: &Geometry, _backing: Backing, _path: Option<&Path>) -> Beacons {
+    Beacons::new((0..geo.slots).map(|s| geo.slot_off(s) as u64).collect())
 }
 
 fn init_table(t: &Table, classes: &[ClassSpec]) -> table::R<()> {
