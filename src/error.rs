@@ -500,6 +500,58 @@ pub enum Error {
         known: Vec<(NodeId, u64)>,
     },
 
+    /// The ledger file, or its directory, is not one this process may trust: another user
+    /// could rewrite it (lie about every VM's charge) or truncate it (every VMM mapping it then
+    /// dies of SIGBUS). See "Trust" in docs/ledger.md.
+    #[error("{}", untrusted_message(self))]
+    LedgerUntrusted {
+        /// The file or directory that fails the check.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its group's gid.
+        gid: u32,
+        /// Its permission bits (`st_mode & 0o7777`).
+        mode: u32,
+        /// This process's effective uid.
+        caller_uid: u32,
+        /// The group allowed to write the ledger (`NUMAPIN_LEDGER_GID`), if configured.
+        group: Option<u32>,
+        /// Which rule it breaks.
+        problem: TrustProblem,
+    },
+
+    /// The ledger path names something that is not a regular file (a device, a directory, a
+    /// FIFO, a socket): nothing was read from or written to it.
+    #[error("ledger {}: it is a {kind}, not a regular file; point NUMAPIN_LEDGER (or --ledger) at a file path, e.g. the default {}", path.display(), crate::ledger::DEFAULT_PATH)]
+    LedgerNotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+
+    /// An environment variable that configures numapin holds a value it cannot use (nothing
+    /// falls back silently to a default).
+    #[error("{var}={value:?} is not valid: {expected}; fix or unset it")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+
+    /// A VM name the ledger cannot record as given.
+    #[error("VM name {name:?} is not valid: {reason}")]
+    InvalidVmName {
+        /// The name (as Rust escapes it: control characters are shown, not sent).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// Creating, opening or mapping the ledger file failed.
     #[error("ledger {}: {op} failed: {source}; check the directory exists and is writable, or point NUMAPIN_LEDGER at another path", path.display())]
     LedgerIo {
@@ -510,6 +562,71 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Which trust rule a ledger file or directory breaks ([`Error::LedgerUntrusted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustProblem {
+    /// The file belongs to a user who is neither the caller nor root.
+    ForeignOwner,
+    /// Users other than the owner (and the configured group) may write the file.
+    WritableByOthers,
+    /// The file's group may write it, but that group is not the configured one.
+    WritableByUnconfiguredGroup,
+    /// The directory belongs to a user who is neither the caller nor root.
+    ForeignDirectory,
+    /// Others may replace files in the directory (writable, not sticky).
+    ReplaceableDirectory,
+}
+
+fn untrusted_message(e: &Error) -> String {
+    let Error::LedgerUntrusted {
+        path,
+        owner_uid,
+        gid,
+        mode,
+        caller_uid,
+        group,
+        problem,
+    } = e
+    else {
+        return String::new();
+    };
+    let p = path.display();
+    let what = match problem {
+        TrustProblem::ForeignOwner => format!(
+            "belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: whoever owns it can rewrite or truncate it under every VMM"
+        ),
+        TrustProblem::WritableByOthers => format!(
+            "has mode {mode:04o}: users other than its owner and group may write it"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => match group {
+            Some(g) => format!(
+                "has mode {mode:04o} and group {gid}: that group may write it, but the configured group (NUMAPIN_LEDGER_GID) is {g}"
+            ),
+            None => format!(
+                "has mode {mode:04o}: group {gid} may write it, and no group is configured (NUMAPIN_LEDGER_GID)"
+            ),
+        },
+        TrustProblem::ForeignDirectory => format!(
+            "(its directory) belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: its owner can replace the ledger"
+        ),
+        TrustProblem::ReplaceableDirectory => format!(
+            "(its directory) has mode {mode:04o}: others may replace the ledger in it (writable without the sticky bit)"
+        ),
+    };
+    let fix = match problem {
+        TrustProblem::ForeignOwner | TrustProblem::WritableByOthers => format!(
+            "Refused. If no VMM uses it, remove it (`rm {p}`) and let numapin recreate it (mode 0600, or 0660 with NUMAPIN_LEDGER_GID); if it is the right ledger, `chown {caller_uid} {p}; chmod 0600 {p}` (or 0660 and a configured group)"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => format!(
+            "Refused. Set NUMAPIN_LEDGER_GID={gid} if that group is meant to share the ledger, or `chmod g-w {p}`"
+        ),
+        TrustProblem::ForeignDirectory | TrustProblem::ReplaceableDirectory => {
+            "Refused. Keep the ledger in a directory only you or root may write (the default is /run/numapin/, mode 0755), or one with the sticky bit (e.g. /dev/shm)".to_string()
+        }
+    };
+    format!("ledger {p} {what}. {fix}")
 }
 
 fn admission_message(e: &Error) -> String {

@@ -52,7 +52,7 @@ pub mod units;
 #[allow(unsafe_code)] // one block: vm-memory's `with_raw_mmap_pointer` over the reservation
 pub mod vmm;
 
-pub use error::{Error, PolicyDenial, Result};
+pub use error::{Error, PolicyDenial, Result, TrustProblem};
 pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
     AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan,

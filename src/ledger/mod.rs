@@ -2,7 +2,7 @@
 //! admission control that no crash can corrupt.
 //!
 //! One algorithm, two homes: [`Ledger::in_memory`] (one process) and [`Ledger::open`] (a
-//! shared file mapping, default `/dev/shm/numapin-ledger`, or `$NUMAPIN_LEDGER`), shared by
+//! shared file mapping, default `/run/numapin/ledger`, or `$NUMAPIN_LEDGER`), shared by
 //! every VMM process on the host.
 //!
 //! ```
@@ -47,6 +47,8 @@ mod snapshot;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(not(loom))]
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,7 +69,7 @@ use table::{
 };
 
 /// Where the host ledger lives unless `$NUMAPIN_LEDGER` says otherwise.
-pub const DEFAULT_PATH: &str = "/dev/shm/numapin-ledger";
+pub const DEFAULT_PATH: &str = "/run/numapin/ledger";
 /// The environment variable naming the ledger file.
 pub const ENV_PATH: &str = "NUMAPIN_LEDGER";
 /// Default headroom: 10% of capacity kept free ("maintain 10–15% free capacity").

@@ -27,7 +27,7 @@ pub enum Format {
 /// Arguments of `numapin status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ledger file (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger). Created from
+    /// The ledger file (default: $NUMAPIN_LEDGER, else /run/numapin/ledger). Created from
     /// this host's topology if it does not exist.
     #[arg(long)]
     ledger: Option<PathBuf>,
