@@ -8,8 +8,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::topology::nr_hugepages_path;
-use crate::units::{format_bytes, NodeId, PageSize};
+use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
 /// `Result` with numapin's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,9 +39,69 @@ pub enum Error {
         reason: String,
     },
 
-    /// A builder option contradicts another (e.g. interleave over one node).
+    /// A ledger or planner setting is inconsistent (each message names the setting and the
+    /// fix). The reservation, baseline and guest-memory conditions have variants of their own.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// A concrete page size (4k, thp, 2m, 1g) was needed and `auto` was given.
+    #[error("{what} needs a concrete page size (4k, thp, 2m or 1g), not auto; resolve it first (ReservationBuilder::preflight returns the page size auto chose)")]
+    PageSizeAuto {
+        /// What needed it (`a ledger charge`, `a shared reservation's file`, `the baseline`).
+        what: &'static str,
+    },
+
+    /// No online node has memory, so a reservation without nodes has nowhere to go.
+    #[error(
+        "no online node has memory (online nodes: {online:?}); check /sys/devices/system/node"
+    )]
+    NoNodeWithMemory {
+        /// The online nodes.
+        online: Vec<NodeId>,
+    },
+
+    /// None of the populate CPUs given to [`crate::ReservationBuilder::cpus`] may be used.
+    #[error("none of the populate cpus {} may be used by this process (allowed: {}); pick some of those", crate::units::format_id_list(asked), crate::units::format_id_list(allowed))]
+    PopulateCpusNotAllowed {
+        /// The CPUs asked for.
+        asked: Vec<u32>,
+        /// The CPUs this process may run on.
+        allowed: Vec<u32>,
+    },
+
+    /// Zero populate threads were asked for.
+    #[error(
+        "threads must be at least 1 (0 given); leave threads unset for one per CPU of the nodes"
+    )]
+    ZeroThreads,
+
+    /// A background population was cancelled (its pending reservation was dropped).
+    #[error("population cancelled: the pending reservation was dropped before it finished")]
+    PopulationCancelled,
+
+    /// A shared THP baseline region was asked for.
+    #[error("shared THP is governed by shmem_enabled, not by this baseline; use 4k, 2m or 1g for a shared region, or thp for a private one")]
+    SharedThp,
+
+    /// A balloon granule that is zero or not a multiple of the region's page size.
+    #[error("balloon granule {granule} is not a multiple of the {} page size of this region; use {}", format_bytes(*page as u64), format_bytes((*granule).max(1).next_multiple_of(*page) as u64))]
+    BalloonGranule {
+        /// The granule asked for, in bytes.
+        granule: usize,
+        /// The region's native page size in bytes.
+        page: usize,
+    },
+
+    /// The balloon's settings were changed while it holds memory.
+    #[error("the balloon holds {} of this region; deflate it before changing the granule", format_bytes(*inflated))]
+    BalloonBusy {
+        /// Bytes the balloon holds.
+        inflated: u64,
+    },
+
+    /// A balloon rate of zero bytes per second.
+    #[error("a balloon rate of 0 bytes/s never finishes; pass None for no limit")]
+    BalloonRateZero,
 
     /// A node asked for is not online on this host.
     #[error("NUMA node {node} does not exist on this host (online nodes: {online:?}); pick one of those, see `numapin topology`")]
@@ -76,8 +135,9 @@ pub enum Error {
         available: u64,
     },
 
-    /// A hugetlb pool on the node is too small.
-    #[error("{}", hugepages_short_message(*node, *page_size, *wanted, *free_on_node, *free_elsewhere))]
+    /// A hugetlb pool on the node is too small, or too many of the host's free pages are
+    /// reserved by other mappings.
+    #[error("{}", hugepages_short_message(*node, *page_size, *wanted, *free_on_node, *free_elsewhere, *reserved, *short))]
     HugepagesShort {
         /// The node whose pool is short.
         node: NodeId,
@@ -89,6 +149,70 @@ pub enum Error {
         free_on_node: u64,
         /// Free pages of that size on all other nodes together.
         free_elsewhere: u64,
+        /// Free pages of the host that other mappings have reserved but not faulted in yet
+        /// (`HugePages_Rsvd`, kept per host only): free, but not to be had.
+        reserved: u64,
+        /// Pages to add to the node's pool for the request to fit.
+        short: u64,
+    },
+
+    /// The pools of the nodes a region is bound to hold too few free hugepages together.
+    #[error("{}", hugepages_short_on_nodes_message(*page_size, *wanted, free, *reserved, *short))]
+    HugepagesShortOnNodes {
+        /// The hugetlb page size.
+        page_size: PageSize,
+        /// Pages needed from the nodes together.
+        wanted: u64,
+        /// Free pages per bound node.
+        free: Vec<(NodeId, u64)>,
+        /// Free pages of the host reserved by other mappings (`HugePages_Rsvd`).
+        reserved: u64,
+        /// Pages to add to any one of the nodes' pools for the request to fit.
+        short: u64,
+    },
+
+    /// A cgroup limit of the calling process leaves less room than the reservation needs
+    /// (without this check the kernel's OOM killer, or a SIGBUS, would answer at fault time).
+    #[error("{}", cgroup_limit_message(file, *page_size, *requested, *limit, *usage))]
+    CgroupLimit {
+        /// The file that sets the limit (`.../memory.max`, `.../hugetlb.2MB.max`).
+        file: PathBuf,
+        /// The page size asked for: hugetlb sizes hit the hugetlb limit, the others the
+        /// memory limit.
+        page_size: PageSize,
+        /// Bytes requested.
+        requested: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// Bytes the cgroup uses now (reclaimable page cache not counted).
+        usage: u64,
+    },
+
+    /// The calling process's cpuset does not allow some of the nodes.
+    #[error("nodes {} are outside this process's cpuset (memory nodes allowed: {}{}); add them to the cgroup's cpuset.mems{} or bind to allowed nodes", node_list(nodes), node_list(allowed), file.as_ref().map_or(String::new(), |f| format!(", from {}", f.display())), file.as_ref().map_or(String::new(), |f| format!(" (the file beside {})", f.display())))]
+    NodesNotAllowed {
+        /// The nodes asked for.
+        nodes: Vec<NodeId>,
+        /// The memory nodes the cpuset allows (`Mems_allowed_list`).
+        allowed: Vec<NodeId>,
+        /// The cgroup file listing them (`cpuset.mems.effective`), if found.
+        file: Option<PathBuf>,
+    },
+
+    /// Interleaved hugetlb pages came out unevenly over the nodes: a node's pool ran out while
+    /// the region was populated and the kernel took pages from another node instead.
+    #[error("interleave over nodes {} came out uneven: {page_size} pages per node {}, but each node should hold {share} (one more or less); node(s) {} ran out during population (another process took pages after the preflight). Grow their pools, or reserve one bound region per node", node_list(nodes), placement.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "), node_list(short_nodes))]
+    InterleaveUneven {
+        /// The page size.
+        page_size: PageSize,
+        /// The nodes of the policy.
+        nodes: Vec<NodeId>,
+        /// Pages found per node.
+        placement: Vec<(NodeId, u64)>,
+        /// Pages each node should hold (the region's pages divided by the nodes, rounded down).
+        share: u64,
+        /// The nodes that hold fewer than `share` pages.
+        short_nodes: Vec<NodeId>,
     },
 
     /// `RLIMIT_MEMLOCK` does not allow locking the region and the process lacks `CAP_IPC_LOCK`.
@@ -168,12 +292,12 @@ pub enum Error {
     },
 
     /// A kernel file did not have the expected shape.
-    #[error("cannot parse {}: {reason}", path.display())]
+    #[error("cannot parse {}: {source}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// What was wrong.
-        reason: String,
+        source: ParseError,
     },
 
     /// A system call failed with an errno numapin does not decode further.
@@ -274,12 +398,25 @@ pub enum Error {
 
     /// Background population of a guest region failed; this is the error again for a later
     /// waiter (the first one got the original error).
-    #[error("population of the guest region at {guest_addr:#x} failed: {message}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
+    #[error("population of the guest region at {guest_addr:#x} failed: {source}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
     GuestPopulation {
         /// Guest physical address of the region.
         guest_addr: u64,
-        /// The original error, as text.
-        message: String,
+        /// The original error.
+        source: std::sync::Arc<Error>,
+    },
+
+    /// A guest memory layout without regions (feature `vm-memory`).
+    #[error("a guest memory layout needs at least one region; add one with Layout::region")]
+    EmptyLayout,
+
+    /// vm-memory refused a layout or mapping numapin built (feature `vm-memory`).
+    #[error("vm-memory refused {what}: {reason}")]
+    VmMemory {
+        /// What was refused (`the layout`, `the mapping`).
+        what: &'static str,
+        /// vm-memory's answer.
+        reason: String,
     },
 
     /// hwloc could not build or answer about the topology (feature `hwloc`).
@@ -363,6 +500,58 @@ pub enum Error {
         known: Vec<(NodeId, u64)>,
     },
 
+    /// The ledger file, or its directory, is not one this process may trust: another user
+    /// could rewrite it (lie about every VM's charge) or truncate it (every VMM mapping it then
+    /// dies of SIGBUS). See "Trust" in docs/ledger.md.
+    #[error("{}", untrusted_message(self))]
+    LedgerUntrusted {
+        /// The file or directory that fails the check.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its group's gid.
+        gid: u32,
+        /// Its permission bits (`st_mode & 0o7777`).
+        mode: u32,
+        /// This process's effective uid.
+        caller_uid: u32,
+        /// The group allowed to write the ledger (`NUMAPIN_LEDGER_GID`), if configured.
+        group: Option<u32>,
+        /// Which rule it breaks.
+        problem: TrustProblem,
+    },
+
+    /// The ledger path names something that is not a regular file (a device, a directory, a
+    /// FIFO, a socket): nothing was read from or written to it.
+    #[error("ledger {}: it is a {kind}, not a regular file; point NUMAPIN_LEDGER (or --ledger) at a file path, e.g. the default {}", path.display(), crate::ledger::DEFAULT_PATH)]
+    LedgerNotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+
+    /// An environment variable that configures numapin holds a value it cannot use (nothing
+    /// falls back silently to a default).
+    #[error("{var}={value:?} is not valid: {expected}; fix or unset it")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+
+    /// A VM name the ledger cannot record as given.
+    #[error("VM name {name:?} is not valid: {reason}")]
+    InvalidVmName {
+        /// The name (as Rust escapes it: control characters are shown, not sent).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// Creating, opening or mapping the ledger file failed.
     #[error("ledger {}: {op} failed: {source}; check the directory exists and is writable, or point NUMAPIN_LEDGER at another path", path.display())]
     LedgerIo {
@@ -373,6 +562,71 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Which trust rule a ledger file or directory breaks ([`Error::LedgerUntrusted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustProblem {
+    /// The file belongs to a user who is neither the caller nor root.
+    ForeignOwner,
+    /// Users other than the owner (and the configured group) may write the file.
+    WritableByOthers,
+    /// The file's group may write it, but that group is not the configured one.
+    WritableByUnconfiguredGroup,
+    /// The directory belongs to a user who is neither the caller nor root.
+    ForeignDirectory,
+    /// Others may replace files in the directory (writable, not sticky).
+    ReplaceableDirectory,
+}
+
+fn untrusted_message(e: &Error) -> String {
+    let Error::LedgerUntrusted {
+        path,
+        owner_uid,
+        gid,
+        mode,
+        caller_uid,
+        group,
+        problem,
+    } = e
+    else {
+        return String::new();
+    };
+    let p = path.display();
+    let what = match problem {
+        TrustProblem::ForeignOwner => format!(
+            "belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: whoever owns it can rewrite or truncate it under every VMM"
+        ),
+        TrustProblem::WritableByOthers => format!(
+            "has mode {mode:04o}: users other than its owner and group may write it"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => match group {
+            Some(g) => format!(
+                "has mode {mode:04o} and group {gid}: that group may write it, but the configured group (NUMAPIN_LEDGER_GID) is {g}"
+            ),
+            None => format!(
+                "has mode {mode:04o}: group {gid} may write it, and no group is configured (NUMAPIN_LEDGER_GID)"
+            ),
+        },
+        TrustProblem::ForeignDirectory => format!(
+            "(its directory) belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: its owner can replace the ledger"
+        ),
+        TrustProblem::ReplaceableDirectory => format!(
+            "(its directory) has mode {mode:04o}: others may replace the ledger in it (writable without the sticky bit)"
+        ),
+    };
+    let fix = match problem {
+        TrustProblem::ForeignOwner | TrustProblem::WritableByOthers => format!(
+            "Refused. If no VMM uses it, remove it (`rm {p}`) and let numapin recreate it (mode 0600, or 0660 with NUMAPIN_LEDGER_GID); if it is the right ledger, `chown {caller_uid} {p}; chmod 0600 {p}` (or 0660 and a configured group)"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => format!(
+            "Refused. Set NUMAPIN_LEDGER_GID={gid} if that group is meant to share the ledger, or `chmod g-w {p}`"
+        ),
+        TrustProblem::ForeignDirectory | TrustProblem::ReplaceableDirectory => {
+            "Refused. Keep the ledger in a directory only you or root may write (the default is /run/numapin/, mode 0755), or one with the sticky bit (e.g. /dev/shm)".to_string()
+        }
+    };
+    format!("ledger {p} {what}. {fix}")
 }
 
 fn admission_message(e: &Error) -> String {
@@ -416,8 +670,15 @@ fn admission_message(e: &Error) -> String {
 }
 
 impl Error {
+    /// A file whose contents have the wrong shape, described in words (a
+    /// [`ParseError::Malformed`] of the file's contents).
     pub(crate) fn parse(path: PathBuf, reason: String) -> Error {
-        Error::Parse { path, reason }
+        Error::parsed(path, ParseError::from(reason))
+    }
+
+    /// A file a parser refused.
+    pub(crate) fn parsed(path: PathBuf, source: ParseError) -> Error {
+        Error::Parse { path, source }
     }
 
     pub(crate) fn sys(call: &'static str, errno: i32) -> Error {
@@ -436,17 +697,49 @@ fn limit_text(limit: u64) -> String {
     }
 }
 
+/// `/sys/devices/system/node/nodeN/hugepages/hugepages-SIZEkB/nr_hugepages`.
+fn pool_file(node: NodeId, page: PageSize) -> String {
+    format!(
+        "/sys/devices/system/node/node{node}/hugepages/hugepages-{}kB/nr_hugepages",
+        page.bytes().unwrap_or(0) / 1024
+    )
+}
+
+/// `0, 1, 3`.
+fn node_list(nodes: &[NodeId]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn grow_hint(p: &str, short: u64) -> String {
+    format!(
+        "`echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N)"
+    )
+}
+
+fn reserved_note(reserved: u64) -> String {
+    if reserved > 0 {
+        format!(", but {reserved} of the host's free pages are reserved by other mappings (HugePages_Rsvd) and cannot be had")
+    } else {
+        String::new()
+    }
+}
+
 fn hugepages_short_message(
     node: NodeId,
     page: PageSize,
     wanted: u64,
     free_on_node: u64,
     free_elsewhere: u64,
+    reserved: u64,
+    short: u64,
 ) -> String {
-    let path = nr_hugepages_path(node, page);
     let mut s = format!(
-        "node {node} has {free_on_node} free {page} hugepage(s), {wanted} needed ({} short)",
-        wanted.saturating_sub(free_on_node)
+        "node {node} has {free_on_node} free {page} hugepage(s){}, {wanted} needed ({short} short)",
+        reserved_note(reserved)
     );
     if free_elsewhere > 0 {
         s += &format!(
@@ -454,11 +747,54 @@ fn hugepages_short_message(
         );
     }
     s += &format!(
-        ". Grow the pool: `echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N), or ask for fewer pages or another node",
-        p = path.display(),
-        short = wanted.saturating_sub(free_on_node),
+        ". Grow the pool: {}, or ask for fewer pages or another node",
+        grow_hint(&pool_file(node, page), short)
     );
     s
+}
+
+fn hugepages_short_on_nodes_message(
+    page: PageSize,
+    wanted: u64,
+    free: &[(NodeId, u64)],
+    reserved: u64,
+    short: u64,
+) -> String {
+    let per: Vec<String> = free.iter().map(|(n, f)| format!("node {n}: {f}")).collect();
+    let total: u64 = free.iter().map(|(_, f)| f).sum();
+    let first = free.first().map_or(NodeId(0), |(n, _)| *n);
+    format!(
+        "nodes {} have {total} free {page} hugepage(s) together ({}){}, {wanted} needed ({short} short). Memory bound to these nodes may come from any of them: grow one of their pools by {short}, e.g. {}, or ask for fewer pages",
+        node_list(&free.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+        per.join(", "),
+        reserved_note(reserved),
+        grow_hint(&pool_file(first, page), short)
+    )
+}
+
+fn cgroup_limit_message(
+    file: &std::path::Path,
+    page: PageSize,
+    requested: u64,
+    limit: u64,
+    usage: u64,
+) -> String {
+    let what = if page.is_hugetlb() {
+        format!("{page} hugetlb pages")
+    } else {
+        format!("memory ({page} pages)")
+    };
+    format!(
+        "the cgroup limit {} allows {} and {} of it is in use, so {} is left; {} of {what} requested. Raise the limit (`echo {} > {}` as root, or the unit's {} with systemd), start the VMM in a cgroup with more room, or reserve less",
+        file.display(),
+        format_bytes(limit),
+        format_bytes(usage),
+        format_bytes(limit.saturating_sub(usage)),
+        format_bytes(requested),
+        usage.saturating_add(requested),
+        file.display(),
+        if page.is_hugetlb() { "hugetlb limit" } else { "MemoryMax=" },
+    )
 }
 
 fn policy_hint(d: PolicyDenial) -> &'static str {
@@ -512,6 +848,8 @@ mod tests {
             wanted: 2048,
             free_on_node: 758,
             free_elsewhere: 1290,
+            reserved: 0,
+            short: 1290,
         };
         let m = e.to_string();
         assert!(m.contains("758"), "{m}");

@@ -28,6 +28,7 @@
 
 #[allow(unsafe_code)]
 pub mod baseline;
+pub mod cgroup;
 mod error;
 pub mod fleet;
 pub mod ledger;
@@ -51,11 +52,11 @@ pub mod units;
 #[allow(unsafe_code)] // one block: vm-memory's `with_raw_mmap_pointer` over the reservation
 pub mod vmm;
 
-pub use error::{Error, PolicyDenial, Result};
+pub use error::{Error, PolicyDenial, Result, TrustProblem};
 pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
-    AdoptBuilder, FaultGuarantee, LockKind, MemPolicy, PendingReservation, Plan, PopulateProgress,
-    Report, Reservation, ReservationBuilder,
+    AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan,
+    PopulateProgress, Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
-pub use units::{format_bytes, parse_size, NodeId, PageSize};
+pub use units::{format_bytes, parse_size, NodeId, PageSize, ParseError};

@@ -653,3 +653,54 @@ pub fn process_exists(pid: u32) -> bool {
     let r = unsafe { libc::kill(p, 0) };
     r == 0 || last_errno() != libc::ESRCH
 }
+
+// ---------------------------------------------------------------------------------------------
+// Open-file-description locks: the ledger's liveness beacons.
+
+fn ofd_flock(kind: i32, start: u64, len: u64) -> Result<libc::flock, Errno> {
+    // SAFETY: `flock` is a plain C struct of integers (plus padding on some architectures), for
+    // which all-zero bytes are a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(start).map_err(|_| libc::EINVAL)?;
+    fl.l_len = libc::off_t::try_from(len).map_err(|_| libc::EINVAL)?;
+    Ok(fl)
+}
+
+/// Takes (`lock`) or drops a write lock on bytes `start..start + len` of the file, owned by
+/// the open file description `fd` refers to (`F_OFD_SETLK`: never waits). `Ok(false)` when
+/// another open file description holds a conflicting lock. The kernel drops the lock when the
+/// last descriptor of that open file description is closed, which a process's exit does.
+#[doc(alias = "F_OFD_SETLK")]
+pub fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64, lock: bool) -> Result<bool, Errno> {
+    let kind = if lock { libc::F_WRLCK } else { libc::F_UNLCK };
+    let fl = ofd_flock(kind, start, len)?;
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(true),
+        Err(e) if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EACCES => Ok(false),
+        Err(e) => Err(e as Errno),
+    }
+}
+
+/// Whether an open file description other than `fd`'s holds a lock on any byte of
+/// `start..start + len` (`F_OFD_GETLK`: only asks, never waits, takes nothing).
+#[doc(alias = "F_OFD_GETLK")]
+pub fn ofd_is_locked(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<bool, Errno> {
+    let mut fl = ofd_flock(libc::F_WRLCK, start, len)?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(|e| e as Errno)?;
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}
+
+/// Clears or sets `FD_CLOEXEC` on `fd` (`F_SETFD`).
+#[doc(alias = "F_SETFD")]
+pub fn set_cloexec(fd: BorrowedFd<'_>, cloexec: bool) -> Result<(), Errno> {
+    let flags = if cloexec {
+        nix::fcntl::FdFlag::FD_CLOEXEC
+    } else {
+        nix::fcntl::FdFlag::empty()
+    };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))
+        .map(|_| ())
+        .map_err(|e| e as Errno)
+}

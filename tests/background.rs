@@ -141,18 +141,13 @@ fn without_a_reservation_an_unpopulated_page_can_sigbus() {
         let node = node0();
         let free = free_pages(node.0, 2048);
         // Claim more than the pool has, past the preflight (a topology that lies).
-        let mut t = Topology::from_sysfs().unwrap();
-        for n in &mut t.nodes {
-            for p in &mut n.hugepages {
-                p.free += 1 << 20;
-            }
-        }
+        let t = common::lying_facts(1 << 20);
         let pages = free as usize + 4;
         let pending = Reservation::builder(pages as u64 * (2 << 20))
             .node(node)
             .page_size(PageSize::Huge2M)
             .noreserve(true)
-            .topology(t)
+            .facts(t)
             .threads(1)
             .build_background()
             .unwrap();

@@ -2,11 +2,10 @@
 //! drop / kill / reap / set-capacity / snapshot operations on `Ledger::in_memory`, compared op
 //! by op with a plain model (a map of VM → per-class bytes, dead VMs' holdings kept until
 //! reaped). After every op: each class's reserved bytes equal the model's sum, each live VM's
-//! charges equal the model's, `audit` passes. Processes are simulated with owner words and a
-//! liveness function; a "killed" VM's `VmRecord` is set aside undropped until the input ends.
+//! charges equal the model's, `audit` passes. A "killed" VM is `VmRecord::kill` (feature
+//! `test-hooks`): abandoned without releasing, its slot's lock dropped, as a process's death.
 #![no_main]
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
@@ -53,19 +52,6 @@ struct Input {
     ops: Vec<Op>,
 }
 
-thread_local! {
-    static DEAD: RefCell<BTreeSet<u64>> = const { RefCell::new(BTreeSet::new()) };
-}
-
-fn alive(owner: u64) -> bool {
-    DEAD.with(|d| !d.borrow().contains(&owner))
-}
-
-/// The owner word of simulated process `pid` (as the ledger's own tests build it).
-fn owner(pid: u64) -> u64 {
-    (pid << 41) | 1
-}
-
 const MAX_BYTES: u64 = (1 << 52) - 1;
 
 struct ModelVm {
@@ -74,7 +60,6 @@ struct ModelVm {
 }
 
 fuzz_target!(|input: Input| {
-    DEAD.with(|d| d.borrow_mut().clear());
     let mut specs: Vec<ClassSpec> = Vec::new();
     for c in input.classes.iter().take(4) {
         let page = PAGES[usize::from(c.page) % 3];
@@ -95,7 +80,7 @@ fuzz_target!(|input: Input| {
     }
     let slots = u32::from(input.slots % 6) + 1;
     let ledger = match Ledger::in_memory(&specs, slots) {
-        Ok(l) => Arc::new(l.with_liveness(alive)),
+        Ok(l) => Arc::new(l),
         Err(e) => {
             assert!(specs.is_empty(), "{specs:?}: {e}");
             return;
@@ -105,9 +90,7 @@ fuzz_target!(|input: Input| {
     let mut limits: Vec<u64> = specs.iter().map(ClassSpec::limit_bytes).collect();
     let mut live: BTreeMap<u8, (VmRecord, ModelVm)> = BTreeMap::new();
     let mut dead: Vec<ModelVm> = Vec::new(); // killed, not yet reaped
-    let mut graveyard: Vec<VmRecord> = Vec::new();
     let mut next_pid = 1000u64;
-    let reaper = owner(999);
     let total = |live: &BTreeMap<u8, (VmRecord, ModelVm)>, dead: &Vec<ModelVm>, c: usize| -> u64 {
         live.values()
             .map(|(_, m)| m.charged[c])
@@ -122,7 +105,7 @@ fuzz_target!(|input: Input| {
                     continue;
                 }
                 let name = format!("vm{v}-{next_pid}");
-                let r = ledger.vm_as(&name, owner(next_pid));
+                let r = ledger.vm(&name);
                 next_pid += 1;
                 let used = live.len() + dead.len();
                 if used >= slots as usize {
@@ -130,7 +113,7 @@ fuzz_target!(|input: Input| {
                         assert!(matches!(r, Err(Error::LedgerFull { .. })), "{r:?}");
                         continue;
                     }
-                    dead.clear(); // vm_as reaps when every slot is taken
+                    dead.clear(); // vm reaps when every slot is taken
                 }
                 let ch = r.expect("a free slot");
                 live.insert(
@@ -200,14 +183,12 @@ fuzz_target!(|input: Input| {
             }
             Op::Kill(v) => {
                 if let Some((ch, m)) = live.remove(v) {
-                    let o = owner(next_pid_of(&m.name));
-                    DEAD.with(|d| d.borrow_mut().insert(o));
-                    graveyard.push(ch);
+                    ch.kill();
                     dead.push(m);
                 }
             }
             Op::Reap => {
-                let n = ledger.reap_as(reaper).expect("reap");
+                let n = ledger.reap().expect("reap");
                 assert_eq!(n, dead.len());
                 dead.clear();
             }
@@ -241,16 +222,5 @@ fuzz_target!(|input: Input| {
         }
         ledger.audit().expect("audit");
     }
-    // The killed VMs' values are dropped last: their records may have been reaped and reused,
-    // so what their drop does to the counters is no longer checked (it must not panic).
     drop(live);
-    drop(graveyard);
 });
-
-/// The simulated pid a VM was opened with (its name ends with it).
-fn next_pid_of(name: &str) -> u64 {
-    name.rsplit('-')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap()
-}

@@ -2,7 +2,7 @@
 //! admission control that no crash can corrupt.
 //!
 //! One algorithm, two homes: [`Ledger::in_memory`] (one process) and [`Ledger::open`] (a
-//! shared file mapping, default `/dev/shm/numapin-ledger`, or `$NUMAPIN_LEDGER`), shared by
+//! shared file mapping, default `/run/numapin/ledger`, or `$NUMAPIN_LEDGER`), shared by
 //! every VMM process on the host.
 //!
 //! ```
@@ -45,6 +45,10 @@ mod record;
 mod region;
 mod snapshot;
 mod table;
+#[cfg(test)]
+mod tests;
+#[cfg(not(loom))]
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,9 +57,11 @@ use crate::error::{Error, Result};
 use crate::units::{NodeId, PageSize};
 
 pub use config::{ClassSpec, ClassStatus, LedgerConfig};
-use owner::{current_owner, process_alive};
+use owner::{current_owner, Beacon, Beacons};
 pub use record::VmRecord;
 pub use snapshot::{snapshot_is_consistent, SNAPSHOT_TRIES};
+/// Where a simulated crash stops an operation (test seam: `cfg(loom)` or feature `test-hooks`).
+#[cfg(any(test, loom, feature = "test-hooks"))]
 pub use table::Crash;
 use table::{
     owner_parts, Bad, Stat, Table, D_CAPACITY, D_HEADROOM_PPM, D_LIMIT, D_NODE, D_PAGE, D_RESERVE,
@@ -63,7 +69,7 @@ use table::{
 };
 
 /// Where the host ledger lives unless `$NUMAPIN_LEDGER` says otherwise.
-pub const DEFAULT_PATH: &str = "/dev/shm/numapin-ledger";
+pub const DEFAULT_PATH: &str = "/run/numapin/ledger";
 /// The environment variable naming the ledger file.
 pub const ENV_PATH: &str = "NUMAPIN_LEDGER";
 /// Default headroom: 10% of capacity kept free ("maintain 10–15% free capacity").
@@ -90,9 +96,6 @@ pub fn class_of(page: PageSize) -> Option<u64> {
     }
 }
 
-/// Decides whether the owner of a slot is alive. The default reads `/proc`.
-pub type Liveness = fn(u64) -> bool;
-
 /// The host ledger. Share it as `Arc<Ledger>`; see the [module docs](self).
 #[derive(Debug)]
 pub struct Ledger {
@@ -100,33 +103,26 @@ pub struct Ledger {
     path: Option<PathBuf>,
     /// (node, page size) of each class: geometry, validated at open, immutable.
     classes: Vec<(NodeId, u64)>,
-    alive: Liveness,
+    /// The slots' locks: who is alive, and who may write a slot (see `owner.rs`).
+    beacons: Beacons,
 }
 
 impl Ledger {
     // ---- construction --------------------------------------------------------------------
 
-    /// A ledger in this process's memory (anonymous shared memory: also shared with children
-    /// forked after this call).
+    /// A ledger in this process's memory (an anonymous memory file, `memfd_create`: also
+    /// shared with children forked after this call).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for no or too many classes or slots (1..=1024 classes,
-    /// 1..=4095 slots), an unknown page size or a duplicate class.
+    /// 1..=4095 slots), an unknown page size or a duplicate class; [`Error::LedgerIo`] if the
+    /// memory file cannot be made.
     pub fn in_memory(classes: &[ClassSpec], slots: u32) -> Result<Ledger> {
-        let t = file::new_table(classes, slots)?;
-        Ledger::from_table(t, None)
+        let (t, beacons) = file::new_table(classes, slots)?;
+        Ledger::from_table(t, None, beacons)
     }
 
-    /// Replaces how slot owners are judged alive (default: `/proc/PID/stat` start time).
-    /// For tests and models that simulate processes; a wrong answer lets the reaper take a
-    /// live owner's charges.
-    #[doc(hidden)]
-    pub fn with_liveness(mut self, alive: Liveness) -> Ledger {
-        self.alive = alive;
-        self
-    }
-
-    fn from_table(table: Table, path: Option<PathBuf>) -> Result<Ledger> {
+    fn from_table(table: Table, path: Option<PathBuf>, beacons: Beacons) -> Result<Ledger> {
         let mut classes = Vec::with_capacity(table.geo.classes);
         for c in 0..table.geo.classes {
             let d = table.geo.desc_off(c);
@@ -142,7 +138,7 @@ impl Ledger {
             table,
             path,
             classes,
-            alive: process_alive,
+            beacons,
         })
     }
 
@@ -218,30 +214,34 @@ impl Ledger {
 
     /// Claims a VM record named `name` for this process (once per VM); charge through it.
     ///
-    /// Reaps dead owners' records first if every record is taken.
+    /// The record lives as long as the returned value, or until this process exits, whichever
+    /// comes first; [`VmRecord::keep_across_exec`] extends it to a program this process
+    /// `exec`s. Reaps dead owners' records first if every record is taken.
     ///
     /// # Errors
-    /// [`Error::LedgerFull`] if every record belongs to a live process; [`Error::LedgerInvalid`].
+    /// [`Error::LedgerFull`] if every record belongs to a live process; [`Error::LedgerInvalid`];
+    /// [`Error::LedgerIo`] if the slot's lock cannot be taken.
     pub fn vm(self: &Arc<Self>, name: &str) -> Result<VmRecord> {
         let me = current_owner()?;
-        self.vm_as(name, me)
-    }
-
-    /// [`Ledger::vm`] with an explicit owner word (for models that simulate processes).
-    #[doc(hidden)]
-    pub fn vm_as(self: &Arc<Self>, name: &str, me: u64) -> Result<VmRecord> {
         for attempt in 0..2 {
             for s in 0..self.table.geo.slots {
-                let o = self.table.owner(s).map_err(|b| self.bad(b))?;
-                if o != 0 {
+                if self.table.owner(s).map_err(|b| self.bad(b))? != 0 {
                     continue;
                 }
+                // The slot's lock first: whoever holds it is the only writer of the slot.
+                let Some(beacon) = self.beacons.try_hold(self.lock_offset(s))? else {
+                    continue;
+                };
                 if self.table.claim(s, 0, me).map_err(|b| self.bad(b))? {
-                    return self.adopt(s, me, name);
+                    return self.adopt(s, me, name, beacon);
                 }
+                // Taken between our look and our lock (by a holder that has since died, or
+                // a writer that ignores the locks): leave it to the reaper.
             }
-            if attempt == 0 && self.reap()? == 0 {
-                break;
+            if attempt == 0 {
+                // Scan again even if this reaped nothing: another reaper may have freed a
+                // record meanwhile.
+                self.reap()?;
             }
         }
         Err(Error::LedgerFull {
@@ -250,7 +250,12 @@ impl Ledger {
         })
     }
 
-    fn adopt(self: &Arc<Self>, s: usize, me: u64, name: &str) -> Result<VmRecord> {
+    /// The byte of the ledger file whose lock is slot `s`'s beacon: the slot's first byte.
+    fn lock_offset(&self, s: usize) -> u64 {
+        self.table.geo.slot_off(s) as u64
+    }
+
+    fn adopt(self: &Arc<Self>, s: usize, me: u64, name: &str, beacon: Beacon) -> Result<VmRecord> {
         let t = &self.table;
         let r = (|| {
             // A free slot's previous holder released everything and committed; `resolve` is a
@@ -273,6 +278,7 @@ impl Ledger {
                     pid: std::process::id(),
                     seq,
                     lanes,
+                    beacon: Some(beacon),
                 };
                 // A free slot should hold no charge; if a corrupted one does, give it back.
                 if ch.lanes.iter().any(|l| l.charged != 0) {
@@ -282,6 +288,7 @@ impl Ledger {
             }
             Err(b) => {
                 let _ = t.free(s, me);
+                drop(beacon);
                 Err(self.bad(b))
             }
         }

@@ -1,57 +1,72 @@
 //! The reaper: settles and frees the records of dead owners.
+//!
+//! A record's owner is dead when nobody holds its slot's lock (see `owner.rs`). The reaper
+//! takes that lock itself (never waiting) before it writes anything, so it never races the
+//! holder, a claimer or another reaper, and a holder that is alive can never be reaped.
 
 use super::owner::current_owner;
-use super::table::{self, Crash, OWNER_REAPING};
+use super::table::{Crash, OWNER_REAPING};
 use super::Ledger;
 use crate::error::Result;
 
 impl Ledger {
-    // ---- reaping -------------------------------------------------------------------------
-
     /// Releases the charges of every record whose owner is dead, and frees those records.
-    /// Returns how many records were reaped. Runs without locks: a reaper that dies midway
-    /// leaves the record to the next one, which settles it the same way.
+    /// Returns how many records were reaped. Never waits: a slot whose lock is held (its
+    /// owner lives, or someone else is claiming or reaping it) is skipped; a reaper that dies
+    /// midway leaves the record to the next one, which settles it the same way.
     ///
     /// # Errors
-    /// [`crate::Error::LedgerInvalid`] if a record holds out-of-range values.
+    /// [`crate::Error::LedgerInvalid`] if a record holds out-of-range values;
+    /// [`crate::Error::LedgerIo`] if a lock cannot be probed or taken.
     pub fn reap(&self) -> Result<usize> {
         let me = current_owner()?;
-        self.reap_as(me)
-    }
-
-    /// [`Ledger::reap`] acting as the given owner word.
-    #[doc(hidden)]
-    pub fn reap_as(&self, me: u64) -> Result<usize> {
         let mut n = 0;
         for s in 0..self.table.geo.slots {
-            if self.reap_slot(s, me).map_err(|b| self.bad(b))? {
+            if self.reap_slot(s, me)? {
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    fn reap_slot(&self, s: usize, me: u64) -> table::R<bool> {
+    fn reap_slot(&self, s: usize, me: u64) -> Result<bool> {
         let t = &self.table;
-        let o = t.owner(s)?;
-        if o == 0 || (o & !OWNER_REAPING) == me || (self.alive)(o & !OWNER_REAPING) {
+        let bad = |b| self.bad(b);
+        if t.owner(s).map_err(bad)? == 0 {
             return Ok(false);
+        }
+        // A cheap look first (most slots are held by live owners), then the lock itself.
+        let off = self.lock_offset(s);
+        if self.beacons.is_held(off)? {
+            return Ok(false);
+        }
+        let Some(_beacon) = self.beacons.try_hold(off)? else {
+            return Ok(false);
+        };
+        // We hold the slot's lock: its holder is gone (the kernel dropped its lock when its
+        // last descriptor closed), and nobody else may write the slot until we drop it.
+        let o = t.owner(s).map_err(bad)?;
+        if o == 0 {
+            return Ok(false); // freed between our look and our lock
         }
         let reaper = me | OWNER_REAPING;
-        if !t.claim(s, o, reaper)? {
+        if !t.claim(s, o, reaper).map_err(bad)? {
             return Ok(false);
         }
-        let mut seq = t.resolve(s)?;
-        for c in 0..t.geo.classes {
-            let from = t.charged(s, c)?;
-            if from != 0 {
-                // Never refused: a release has no limit. Errors only for corrupted counters.
-                let _ = t.apply(s, seq, c, from, 0, None, None, Crash::Never)?;
-                seq += 1;
+        let r = (|| {
+            let mut seq = t.resolve(s)?;
+            for c in 0..t.geo.classes {
+                let from = t.charged(s, c)?;
+                if from != 0 {
+                    // Never refused: a release has no limit. Errors only for corrupted counters.
+                    let _ = t.apply(s, seq, c, from, 0, None, None, Crash::Never)?;
+                    seq += 1;
+                }
             }
-        }
-        t.clear_info(s)?;
-        t.free(s, reaper)?;
+            t.clear_info(s)?;
+            t.free(s, reaper)
+        })();
+        r.map_err(bad)?;
         Ok(true)
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::config::headroom;
+use super::owner::Beacon;
 use super::table::{self, Crash, Stat};
 use super::{guess, invalid, Ledger};
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ pub struct VmRecord {
     /// Per class: our words (validated at claim), our charge and the last counter words we
     /// wrote.
     pub(super) lanes: Vec<table::Lane>,
+    /// The slot's lock (see `owner.rs`), held for as long as this record; `None` only after a
+    /// simulated death (test seams).
+    pub(super) beacon: Option<Beacon>,
 }
 
 impl VmRecord {
@@ -134,29 +138,6 @@ impl VmRecord {
             host_reserve,
             headroom: headroom(capacity, u64::from(ppm)),
         }
-    }
-
-    /// Simulates this process dying in the middle of an operation: runs a charge
-    /// (`bytes > 0`) or release (`bytes < 0`) on class `c` up to `at`, then abandons the record
-    /// without releasing anything, as a SIGKILL there would. For tests and models; the owner
-    /// must then be made "dead" for the reaper ([`Ledger::with_liveness`]).
-    ///
-    /// # Errors
-    /// [`Error::LedgerInvalid`].
-    #[doc(hidden)]
-    pub fn crash_during(mut self, c: usize, bytes: i64, at: Crash) -> Result<()> {
-        let from = self.lanes.get(c).map_or(0, |l| l.charged);
-        let to = from.saturating_add_signed(bytes);
-        let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
-        let seq = self.seq;
-        let _ = self
-            .ledger
-            .table
-            .apply(self.slot, seq, c, from, to, Some(limit), None, at)
-            .map_err(|b| self.ledger.bad(b))?;
-        // Dead: no Drop, no release.
-        self.pid = 0;
-        Ok(())
     }
 
     /// Gives back `bytes` of this record's charge on (node, class).
@@ -273,6 +254,35 @@ impl VmRecord {
             .set_stat(self.slot, Stat::Populated, bytes);
     }
 
+    /// Lets this record outlive an `exec` of this process: clears close-on-exec on the
+    /// descriptor that holds the record's lock, and returns that descriptor. The program
+    /// `exec`ed then holds the record (and its charges) for as long as it keeps the descriptor
+    /// open — in practice until it exits, which is when the memory it was charged for goes
+    /// too; the reaper then settles the record. Without this call the record dies with the
+    /// `exec` (the descriptor is close-on-exec), as the memory mapped before the `exec` does.
+    ///
+    /// How a launcher hands a reservation to a VMM it `exec`s: map and charge, call this,
+    /// pass the memory on (a memfd, also without close-on-exec), `exec` the VMM; this value's
+    /// `Drop` never runs then. Children `fork`ed (without `exec`) after this call hold a copy
+    /// of the descriptor too and keep the record alive until they exit as well; a launcher
+    /// that forks helpers should call this just before its `exec`. If the `exec` fails, the
+    /// record is still this value's, and dropping it releases everything as usual.
+    ///
+    /// # Errors
+    /// [`Error::LedgerIo`] if `fcntl(F_SETFD)` fails.
+    pub fn keep_across_exec(&self) -> Result<std::os::fd::RawFd> {
+        let b = self.beacon.as_ref().ok_or_else(|| Error::LedgerIo {
+            path: self.ledger.display_path(),
+            op: "keep_across_exec",
+            source: std::io::Error::from_raw_os_error(libc::EBADF),
+        })?;
+        b.keep_across_exec().map_err(|e| Error::LedgerIo {
+            path: self.ledger.display_path(),
+            op: "fcntl(F_SETFD)",
+            source: e,
+        })
+    }
+
     /// Records what the guest reports it uses (balloon statistics, a guest agent), and raises
     /// the recorded peak if this is higher.
     pub fn set_guest_used(&self, bytes: u64) {
@@ -285,8 +295,15 @@ impl VmRecord {
 impl Drop for VmRecord {
     fn drop(&mut self) {
         // A child forked with a copy of this value does not own the record: leave it to the
-        // parent (or to the reaper once the parent is gone).
-        if std::process::id() != self.pid {
+        // parent (or to the reaper once the parent is gone). Dropping the child's copy of the
+        // lock's descriptor keeps the lock: the parent's descriptor still refers to it.
+        if std::process::id() != self.pid || self.beacon.is_none() {
+            return;
+        }
+        // The fence, checked once more: the slot must still be ours. It is, as long as we hold
+        // its lock (nobody else may claim or reap it); if a hostile writer changed the owner
+        // word anyway, leave the slot alone rather than write into someone else's record.
+        if self.ledger.table.owner(self.slot).ok() != Some(self.owner) {
             return;
         }
         // Errors mean a corrupted ledger; nothing better to do in drop than leave the record to
@@ -296,5 +313,39 @@ impl Drop for VmRecord {
             let _ = t.clear_info(self.slot);
             let _ = t.free(self.slot, self.owner);
         }
+        // Then the lock goes (field drop): the slot is free before anyone may take it.
+    }
+}
+
+/// Test seams: crash simulation for the loom models, the in-crate tests and the fuzz targets
+/// (`cfg(loom)`, `cfg(test)` or feature `test-hooks`); not part of the stable API.
+#[cfg(any(test, loom, feature = "test-hooks"))]
+impl VmRecord {
+    /// Simulates this process dying in the middle of an operation: runs a charge
+    /// (`bytes > 0`) or release (`bytes < 0`) on class `c` up to `at`, then abandons the record
+    /// without releasing anything and drops the slot's lock, as a SIGKILL there would (the
+    /// kernel drops a dead process's locks): the reaper then settles the record.
+    ///
+    /// # Errors
+    /// [`Error::LedgerInvalid`].
+    pub fn crash_during(self, c: usize, bytes: i64, at: Crash) -> Result<()> {
+        let from = self.lanes.get(c).map_or(0, |l| l.charged);
+        let to = from.saturating_add_signed(bytes);
+        let limit = self.ledger.table.limit(c).map_err(|b| self.ledger.bad(b))?;
+        let seq = self.seq;
+        let _ = self
+            .ledger
+            .table
+            .apply(self.slot, seq, c, from, to, Some(limit), None, at)
+            .map_err(|b| self.ledger.bad(b))?;
+        self.kill();
+        Ok(())
+    }
+
+    /// Simulates this process dying between operations: the record is abandoned without
+    /// releasing anything, and its lock dropped.
+    pub fn kill(mut self) {
+        // Dead: no release in Drop; the lock goes with it.
+        self.beacon = None;
     }
 }

@@ -1,7 +1,7 @@
 //! The memory a ledger lives in, viewed as atomic words at byte offsets.
 //!
-//! Normally a shared mapping (`sys::SharedRegion`: a file in `/dev/shm`, or anonymous memory
-//! for `Ledger::in_memory`). Under `cfg(loom)` a heap array of loom atomics, so that the loom
+//! Normally a shared mapping (`sys::SharedRegion`: the ledger file, or an anonymous memory
+//! file for `Ledger::in_memory`). Under `cfg(loom)` a heap array of loom atomics, so that the loom
 //! models run the same ledger code.
 
 use crate::sync::AtomicU64;
@@ -12,9 +12,6 @@ pub(crate) struct Region(pub(crate) crate::sys::SharedRegion);
 
 #[cfg(not(loom))]
 impl Region {
-    pub(crate) fn anonymous(len: usize) -> Result<Region, i32> {
-        crate::sys::SharedRegion::anonymous(len).map(Region)
-    }
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }

@@ -13,8 +13,9 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// `"NUMAPLDG"` read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"NUMAPLDG");
-/// Layout version.
-pub(crate) const VERSION: u64 = 2;
+/// Layout version (3: slots are held through open-file-description locks; a version-2
+/// process would be reaped by a version-3 reaper, so the two must never share a file).
+pub(crate) const VERSION: u64 = 3;
 /// Header bytes.
 pub(crate) const HEADER_LEN: usize = 128;
 /// One class descriptor (read-mostly) and one class counter (hot) each take a cache line.
@@ -714,6 +715,7 @@ impl Table {
 /// Where an operation stops, to simulate its process dying there (tests and loom models);
 /// `Never` in real use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(test, loom, feature = "test-hooks")), allow(dead_code))]
 pub enum Crash {
     /// Run the whole operation.
     Never,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{background, populate, preflight, MemPolicy, PendingReservation, Plan, Reservation};
+use super::{
+    background, populate, preflight, HostFacts, MemPolicy, PendingReservation, Plan, Reservation,
+};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
@@ -23,6 +25,7 @@ pub struct ReservationBuilder {
     pub(super) noreserve: bool,
     pub(super) verify_limit: u64,
     pub(super) topology: Option<Topology>,
+    pub(super) facts: Option<Box<HostFacts>>,
     pub(super) cpus: Option<Vec<u32>>,
     // Ledger (issue 3): where to charge, and the VM's name there.
     pub(super) ledger: Option<Arc<crate::ledger::Ledger>>,
@@ -94,9 +97,16 @@ impl ReservationBuilder {
         self
     }
 
-    /// Uses this topology instead of reading sysfs.
+    /// Uses this topology instead of reading sysfs (the other host facts are still read).
     pub fn topology(mut self, topology: Topology) -> Self {
         self.topology = Some(topology);
+        self
+    }
+
+    /// Decides on these host facts instead of reading them (see [`HostFacts`]); the kernel
+    /// still has the last word when the region is mapped and populated.
+    pub fn facts(mut self, facts: HostFacts) -> Self {
+        self.facts = Some(Box::new(facts));
         self
     }
 
@@ -143,19 +153,31 @@ impl ReservationBuilder {
     }
 
     /// Decides page size, nodes and threads, and checks that the host can satisfy the request,
-    /// without mapping anything.
+    /// without mapping anything. Reads the host's facts ([`HostFacts::gather`], with the
+    /// topology given to [`ReservationBuilder::topology`] if any) and decides on them.
     ///
     /// # Errors
-    /// [`Error::InvalidSize`], [`Error::InvalidConfig`], [`Error::NodeAbsent`],
-    /// [`Error::NodeWithoutMemory`], [`Error::HugepagesShort`], [`Error::NodeMemoryShort`],
-    /// [`Error::MemlockLimit`], [`Error::ThpUnavailable`], [`Error::PolicyDenied`] (cpuset),
+    /// [`Error::InvalidSize`], [`Error::NoNodeWithMemory`], [`Error::PopulateCpusNotAllowed`],
+    /// [`Error::ZeroThreads`], [`Error::NodeAbsent`],
+    /// [`Error::NodeWithoutMemory`], [`Error::HugepagesShort`],
+    /// [`Error::HugepagesShortOnNodes`], [`Error::NodeMemoryShort`], [`Error::CgroupLimit`],
+    /// [`Error::MemlockLimit`], [`Error::ThpUnavailable`], [`Error::NodesNotAllowed`],
     /// [`Error::Unsupported`], or a sysfs error.
     pub fn preflight(&self) -> Result<Plan> {
-        let topo = match &self.topology {
-            Some(t) => t.clone(),
-            None => Topology::from_sysfs()?,
-        };
-        preflight::preflight(self, &topo)
+        if let Some(f) = &self.facts {
+            return preflight::preflight(self, f);
+        }
+        let facts = HostFacts::gather(self.topology.clone())?;
+        preflight::preflight(self, &facts)
+    }
+
+    /// The preflight's decision on these facts instead of the host's: reads nothing, so the
+    /// same facts give the same plan or error (to replay a decision, or to ask "what if").
+    ///
+    /// # Errors
+    /// As [`ReservationBuilder::preflight`], except sysfs errors.
+    pub fn preflight_on(&self, facts: &HostFacts) -> Result<Plan> {
+        preflight::preflight(self, facts)
     }
 
     /// Reserves the memory: preflight, map, bind, populate, lock, verify.

@@ -4,11 +4,11 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
-use super::preflight::{check_capacity, check_cpuset};
+use super::facts::HostFacts;
+use super::preflight::check_capacity;
 use super::{LockKind, MemPolicy, Plan, Reservation};
 use crate::error::{Error, PolicyDenial, Result};
 use crate::sys::{self, Backing, NodeMask};
-use crate::topology::Topology;
 use crate::units::{NodeId, PageSize};
 
 /// An owned mapping, unmapped on drop: private anonymous memory, or (a shared reservation) the
@@ -47,12 +47,19 @@ impl Drop for Mapping {
     }
 }
 
+/// Whether the process's cpuset (read now) leaves out some of the nodes.
+fn cpuset_denies(nodes: &[NodeId]) -> bool {
+    sys::proc_status_field("Mems_allowed_list")
+        .and_then(|s| crate::topology::parse_cpulist(&s).ok())
+        .is_some_and(|allowed| nodes.iter().any(|n| allowed.binary_search(&n.0).is_err()))
+}
+
 /// Why a policy call was refused: seccomp, cpuset, or something else.
 fn classify_denial(nodes: &[NodeId]) -> PolicyDenial {
     if sys::proc_status_field("Seccomp").is_some_and(|v| v != "0") {
         return PolicyDenial::Seccomp;
     }
-    if check_cpuset(nodes).is_err() {
+    if cpuset_denies(nodes) {
         return PolicyDenial::Cpuset;
     }
     PolicyDenial::Other
@@ -65,7 +72,7 @@ fn policy_error(call: &'static str, errno: i32, nodes: &[NodeId]) -> Error {
             nodes: nodes.to_vec(),
             denial: classify_denial(nodes),
         },
-        libc::EINVAL if check_cpuset(nodes).is_err() => Error::PolicyDenied {
+        libc::EINVAL if cpuset_denies(nodes) => Error::PolicyDenied {
             call,
             nodes: nodes.to_vec(),
             denial: PolicyDenial::Cpuset,
@@ -88,32 +95,41 @@ fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
     }
 }
 
-/// Re-reads the pools to describe a shortage the kernel found after the preflight passed: the
-/// same attribution as the preflight (which node must grow, by how much), on fresh numbers.
-/// If the fresh pools would pass (they changed again), the first node and its numbers.
+/// Describes a shortage the kernel found after the preflight passed (`mmap` said `ENOMEM`),
+/// on numbers read again now: the same attribution as the preflight.
 fn pool_short_now(plan: &Plan) -> Error {
+    match HostFacts::gather(None) {
+        Ok(facts) => pool_short_at(plan, &facts),
+        Err(e) => e,
+    }
+}
+
+/// The shortage of `plan` on `facts`. If those numbers would pass (the pools changed again
+/// between the kernel's refusal and the reading), the first node with at least one page short:
+/// the kernel refused, so at least one was missing when it did.
+pub(super) fn pool_short_at(plan: &Plan, facts: &HostFacts) -> Error {
     let page = plan.page_size;
-    let gran = page.bytes().unwrap_or(1) as u64;
-    let node = plan.nodes[0];
-    match Topology::from_sysfs() {
-        Ok(t) => {
-            let b = Reservation::builder(plan.size).policy(plan.policy);
-            if let Err(e @ Error::HugepagesShort { .. }) = check_capacity(&b, &t, &plan.nodes, page)
-            {
-                return e;
-            }
+    let b = Reservation::builder(plan.size).policy(plan.policy);
+    match check_capacity(&b, facts, &plan.nodes, page) {
+        Err(e @ (Error::HugepagesShort { .. } | Error::HugepagesShortOnNodes { .. })) => e,
+        _ => {
+            let t = &facts.topology;
+            let node = plan.nodes[0];
+            let wanted = plan.size / page.bytes().unwrap_or(1) as u64;
+            let free_on_node = t
+                .node(node)
+                .and_then(|n| n.pool(page))
+                .map_or(0, |p| p.free);
             Error::HugepagesShort {
                 node,
                 page_size: page,
-                wanted: plan.size / gran,
-                free_on_node: t
-                    .node(node)
-                    .and_then(|n| n.pool(page))
-                    .map_or(0, |p| p.free),
+                wanted,
+                free_on_node,
                 free_elsewhere: t.free_hugepages_elsewhere(page, &[node]),
+                reserved: facts.host_pool(page).map_or(0, |h| h.reserved),
+                short: wanted.saturating_sub(free_on_node).max(1),
             }
         }
-        Err(e) => e,
     }
 }
 

@@ -17,6 +17,7 @@
 mod adopt;
 mod background;
 mod builder;
+mod facts;
 mod many;
 mod map;
 mod populate;
@@ -34,6 +35,7 @@ pub use adopt::AdoptBuilder;
 pub(crate) use background::HeldMapping;
 pub use background::{FaultGuarantee, PendingReservation, PopulateProgress};
 pub use builder::ReservationBuilder;
+pub use facts::{HostFacts, MemlockFacts};
 use map::Mapping;
 
 /// How pages are spread over the nodes given to the builder.
@@ -63,15 +65,17 @@ impl MemPolicy {
 }
 
 impl std::str::FromStr for MemPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = crate::units::ParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "bind" => Ok(MemPolicy::Bind),
             "preferred" => Ok(MemPolicy::Preferred),
             "interleave" => Ok(MemPolicy::Interleave),
-            o => Err(format!(
-                "unknown policy {o:?}: expected bind, preferred or interleave"
-            )),
+            o => Err(crate::units::ParseError::Unknown {
+                what: "policy",
+                input: o.to_string(),
+                expected: "bind, preferred or interleave",
+            }),
         }
     }
 }
@@ -175,12 +179,10 @@ impl Plan {
     /// whole pages, as interleave places them).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidConfig`] if the page size is not concrete (`Auto`).
+    /// [`crate::Error::PageSizeAuto`] if the page size is not concrete (`Auto`).
     pub fn ledger_parts(&self) -> crate::Result<Vec<(NodeId, u64, u64)>> {
-        let class = crate::ledger::class_of(self.page_size).ok_or_else(|| {
-            crate::Error::InvalidConfig(
-                "the plan's page size must be concrete to charge the ledger".into(),
-            )
+        let class = crate::ledger::class_of(self.page_size).ok_or(crate::Error::PageSizeAuto {
+            what: "a ledger charge",
         })?;
         let page = self.page_size.bytes().map_or(4096, |b| b as u64).max(1);
         let nodes = if self.nodes.is_empty() {
@@ -383,6 +385,7 @@ impl Reservation {
             noreserve: false,
             verify_limit: DEFAULT_VERIFY_LIMIT,
             topology: None,
+            facts: None,
             cpus: None,
             ledger: None,
             vm: None,

@@ -77,7 +77,7 @@ pub(super) fn populate_and_verify(
         ));
     }
     r.map_err(|c| match c.errno {
-        libc::ECANCELED => Error::InvalidConfig("population cancelled".into()),
+        libc::ECANCELED => Error::PopulationCancelled,
         libc::EINVAL if plan.page_size.is_hugetlb() => {
             Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno)
         }
@@ -144,6 +144,11 @@ pub(super) fn populate_and_verify(
             placement: placement.into_iter().collect(),
         });
     }
+    if plan.policy == MemPolicy::Interleave && stride_pages == 1 {
+        if let Some(e) = interleave_uneven(plan.page_size, &plan.nodes, &hist.per_node) {
+            return Err(e);
+        }
+    }
     if elsewhere > 0 {
         notes.push(format!(
             "{} fell back to other nodes (preferred node(s) {:?} were full)",
@@ -192,10 +197,67 @@ pub(super) fn populate_and_verify(
     })
 }
 
+/// Whether interleaved hugetlb pages came out uneven: the kernel places page `i` on the
+/// `i`-th node round-robin, so with every page verified each node holds the region's pages
+/// divided by the nodes, rounded down or up. A node with fewer ran out while the region was
+/// populated, and the kernel took its pages from another node (hugetlb interleave falls back).
+/// Base pages and THP are not judged: THP mixes 2 MiB and 4 KiB pages, so the shares are not
+/// exact there.
+fn interleave_uneven(
+    page_size: PageSize,
+    nodes: &[NodeId],
+    per_node: &BTreeMap<u32, u64>,
+) -> Option<Error> {
+    if !page_size.is_hugetlb() || nodes.len() < 2 {
+        return None;
+    }
+    let total: u64 = per_node.values().sum();
+    let share = total / nodes.len() as u64;
+    let count = |n: NodeId| per_node.get(&n.0).copied().unwrap_or(0);
+    let short_nodes: Vec<NodeId> = nodes
+        .iter()
+        .copied()
+        .filter(|&n| count(n) < share)
+        .collect();
+    (!short_nodes.is_empty()).then(|| Error::InterleaveUneven {
+        page_size,
+        nodes: nodes.to_vec(),
+        placement: per_node.iter().map(|(n, c)| (NodeId(*n), *c)).collect(),
+        share,
+        short_nodes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::reservation::Reservation;
-    use crate::units::PageSize;
+
+    #[test]
+    fn interleave_fallback_is_detected() {
+        let hist = |v: &[(u32, u64)]| v.iter().copied().collect::<BTreeMap<u32, u64>>();
+        let two = [NodeId(0), NodeId(1)];
+        // Even, or one page apart: what round-robin gives.
+        assert!(interleave_uneven(PageSize::Huge2M, &two, &hist(&[(0, 50), (1, 50)])).is_none());
+        assert!(interleave_uneven(PageSize::Huge2M, &two, &hist(&[(0, 51), (1, 50)])).is_none());
+        // Node 1 ran dry mid-populate and node 0 took its pages.
+        match interleave_uneven(PageSize::Huge2M, &two, &hist(&[(0, 60), (1, 41)])) {
+            Some(Error::InterleaveUneven {
+                share,
+                short_nodes,
+                placement,
+                ..
+            }) => {
+                assert_eq!(share, 50);
+                assert_eq!(short_nodes, vec![NodeId(1)]);
+                assert_eq!(placement, vec![(NodeId(0), 60), (NodeId(1), 41)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A node with no page at all; and base pages are not judged.
+        assert!(interleave_uneven(PageSize::Huge1G, &two, &hist(&[(0, 4)])).is_some());
+        assert!(interleave_uneven(PageSize::Base4K, &two, &hist(&[(0, 60), (1, 41)])).is_none());
+    }
 
     #[test]
     fn small_base_page_reservation() {

@@ -120,6 +120,21 @@ impl Drop for TempPath {
     }
 }
 
+/// This host's facts with `extra` more free pages in every hugetlb pool, per node and
+/// host-wide: a preflight on them passes where the kernel will refuse.
+pub fn lying_facts(extra: u64) -> numapin::HostFacts {
+    let mut f = numapin::HostFacts::gather(None).expect("host facts");
+    for n in &mut f.topology.nodes {
+        for p in &mut n.hugepages {
+            p.free += extra;
+        }
+    }
+    for p in &mut f.host_pools {
+        p.free += extra;
+    }
+    f
+}
+
 /// Accepts a connection from `child` on `listener`; panics (instead of waiting forever) if the
 /// child exits first or does not connect within 60 s.
 pub fn accept_from(

@@ -76,6 +76,8 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["short", "kernel"] => short(spec, true),
         ["short", "kernel", "multi"] => short_multi(spec),
         ["short", "cli"] => short_cli(spec),
+        ["short", "rsvd"] => short_rsvd(spec),
+        ["interleave", "fallback"] => interleave_fallback(spec),
         ["auto", "fallback"] => auto_fallback(spec),
         ["auto", "1g"] => auto_1g(spec),
         ["auto", n] => auto(spec, node_of(n)),
@@ -556,6 +558,8 @@ fn short_case(spec: &Spec) -> (NodeId, u64, Error) {
             wanted,
             free_on_node: target.pool_2m,
             free_elsewhere: elsewhere,
+            reserved: 0,
+            short: 16,
         },
     )
 }
@@ -565,11 +569,16 @@ fn same_error(got: &Error, want: &Error) -> bool {
         && std::mem::discriminant(got) == std::mem::discriminant(want)
 }
 
-/// A topology that claims `nodes` have `free` free 2 MiB pages: the preflight passes and the
-/// kernel has to refuse.
-fn lying_topology(nodes: &[NodeId], free: u64) -> Topology {
-    let mut t = Topology::from_sysfs().expect("topology");
-    for n in t.nodes.iter_mut().filter(|n| nodes.contains(&n.id)) {
+/// Host facts that claim `nodes` have `free` free 2 MiB pages (and the host as many more):
+/// the preflight passes and the kernel has to refuse.
+fn lying_facts(nodes: &[NodeId], free: u64) -> numapin::HostFacts {
+    let mut f = numapin::HostFacts::gather(None).expect("host facts");
+    for n in f
+        .topology
+        .nodes
+        .iter_mut()
+        .filter(|n| nodes.contains(&n.id))
+    {
         for p in n
             .hugepages
             .iter_mut()
@@ -579,7 +588,15 @@ fn lying_topology(nodes: &[NodeId], free: u64) -> Topology {
             p.total = free;
         }
     }
-    t
+    for p in f
+        .host_pools
+        .iter_mut()
+        .filter(|p| p.page_size_bytes == 2 * MIB)
+    {
+        p.free += free * nodes.len() as u64;
+        p.total += free * nodes.len() as u64;
+    }
+    f
 }
 
 fn short(spec: &Spec, kernel: bool) -> Check {
@@ -589,7 +606,7 @@ fn short(spec: &Spec, kernel: bool) -> Check {
         .node(node)
         .page_size(PageSize::Huge2M);
     if kernel {
-        b = b.topology(lying_topology(&[node], 100_000));
+        b = b.facts(lying_facts(&[node], 100_000));
     }
     let e = match b.build() {
         Ok(r) => {
@@ -608,7 +625,7 @@ fn short(spec: &Spec, kernel: bool) -> Check {
 
 fn short_multi(spec: &Spec) -> Check {
     // Bind to two nodes the preflight believes are full; the kernel's reservation counts both
-    // pools; the error must ask the first node for what the pair lacks, with real numbers.
+    // pools; the error must give each node's real numbers and what the pair lacks.
     let m = spec.mem_nodes();
     let (a, b) = (m[0], m[1]);
     let pages = a.pool_2m + b.pool_2m + 16;
@@ -617,28 +634,118 @@ fn short_multi(spec: &Spec) -> Check {
     let e = match Reservation::builder(pages * 2 * MIB)
         .nodes(nodes)
         .page_size(PageSize::Huge2M)
-        .topology(lying_topology(&nodes, 100_000))
+        .facts(lying_facts(&nodes, 100_000))
         .build()
     {
         Ok(_) => return Err("reserved more than both pools hold".into()),
         Err(e) => e,
     };
-    // Free outside both bound nodes (node b's pages are counted in `wanted`).
-    let elsewhere: u64 = m
-        .iter()
-        .filter(|n| n.id != a.id && n.id != b.id)
-        .map(|n| n.pool_2m)
-        .sum();
-    let want = Error::HugepagesShort {
-        node: NodeId(a.id),
+    // The shortage belongs to both nodes, each with its own free count.
+    let want = Error::HugepagesShortOnNodes {
         page_size: PageSize::Huge2M,
-        wanted: pages - b.pool_2m,
-        free_on_node: a.pool_2m,
-        free_elsewhere: elsewhere,
+        wanted: pages,
+        free: vec![(NodeId(a.id), a.pool_2m), (NodeId(b.id), b.pool_2m)],
+        reserved: 0,
+        short: 16,
     };
     ensure!(same_error(&e, &want), "error {e:?}, expected {want:?}");
     ensure!(before == pool_state(spec), "pools changed");
     Ok(format!("{e} (pools unchanged)"))
+}
+
+/// Another mapping holds all but 10 of the host's free 2M pages reserved (`HugePages_Rsvd`)
+/// without faulting them: a 16-page reservation is 6 short, in the preflight and, past a
+/// preflight fed lying facts, when the kernel refuses at `mmap` (never "0 short").
+fn short_rsvd(spec: &Spec) -> Check {
+    let m = spec.mem_nodes();
+    let a = m[0];
+    let all: u64 = m.iter().map(|n| n.pool_2m).sum();
+    ensure!(
+        all > 26 && a.pool_2m >= 16,
+        "pools too small for the scenario: {all}"
+    );
+    let held = (all - 10) * 2 * MIB;
+    // SAFETY: a fresh anonymous hugetlb mapping, never touched, unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            held as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+            -1,
+            0,
+        )
+    };
+    ensure!(
+        p != libc::MAP_FAILED,
+        "reserve {held} bytes: {}",
+        std::io::Error::last_os_error()
+    );
+    let want = Error::HugepagesShort {
+        node: NodeId(a.id),
+        page_size: PageSize::Huge2M,
+        wanted: 16,
+        free_on_node: a.pool_2m,
+        free_elsewhere: all - a.pool_2m,
+        reserved: all - 10,
+        short: 6,
+    };
+    let b = || {
+        Reservation::builder(16 * 2 * MIB)
+            .node(NodeId(a.id))
+            .page_size(PageSize::Huge2M)
+    };
+    let pre = b().build();
+    let kernel = b().facts(lying_facts(&[NodeId(a.id)], 100_000)).build();
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(p, held as usize) };
+    let pre = pre.err().ok_or("the preflight passed")?;
+    let kernel = kernel.err().ok_or("the kernel accepted")?;
+    ensure!(
+        same_error(&pre, &want),
+        "preflight: {pre:?}, expected {want:?}"
+    );
+    ensure!(
+        same_error(&kernel, &want),
+        "kernel: {kernel:?}, expected {want:?}"
+    );
+    Ok(format!("{pre}"))
+}
+
+/// Interleave over two nodes whose first pool runs dry half-way (the preflight is fed facts
+/// that hide it): hugetlb interleave falls back to another node, and the verification must say
+/// so instead of reporting an interleaved region.
+fn interleave_fallback(spec: &Spec) -> Check {
+    let m = spec.mem_nodes();
+    let (a, b) = (m[0], m[1]);
+    ensure!(b.pool_2m >= 20, "node {} pool too small", b.id);
+    set_pool(a.id, 2048, 4);
+    let nodes = [NodeId(a.id), NodeId(b.id)];
+    let before = pool_state(spec);
+    let r = Reservation::builder(24 * 2 * MIB)
+        .nodes(nodes)
+        .policy(MemPolicy::Interleave)
+        .page_size(PageSize::Huge2M)
+        .facts(lying_facts(&nodes, 100_000))
+        .build();
+    let e = match r {
+        Ok(r) => {
+            return Err(format!(
+                "uneven interleave reported as success: {}",
+                fmt_place(&r.report().placement)
+            ))
+        }
+        Err(e) => e,
+    };
+    let ok = match &e {
+        Error::InterleaveUneven { short_nodes, .. } => short_nodes.contains(&NodeId(a.id)),
+        // A third node took the pages: off the interleave set.
+        Error::Misplaced { .. } => m.len() > 2,
+        _ => false,
+    };
+    ensure!(ok, "error {e:?}");
+    ensure!(before == pool_state(spec), "pools changed");
+    Ok(format!("{e}"))
 }
 
 fn short_cli(spec: &Spec) -> Check {
@@ -690,7 +797,7 @@ fn auto_fallback(spec: &Spec) -> Check {
         .build()
         .map_err(|e| format!("build: {e}"))?;
     let rep = r.report();
-    let note = format!("auto: not 2m: node {node} has 0 free, 16 needed");
+    let note = format!("auto: not 2m: node {node} has 0 free, 16 needed (16 short)");
     ensure!(
         rep.page_size == PageSize::Transparent && rep.notes.iter().any(|n| n == &note),
         "auto chose {} with notes {:?}, expected thp and {note:?}",

@@ -196,6 +196,8 @@ impl Spec {
         ]);
         if mem.len() >= 2 {
             s.push("short.kernel.multi".into());
+            s.push("short.rsvd".into());
+            s.push("interleave.fallback".into());
         }
         for n in &mem {
             s.push(format!("auto.n{}", n.id));

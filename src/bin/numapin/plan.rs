@@ -111,7 +111,7 @@ fn parse_class(s: &str) -> Result<u64, String> {
     if let Ok(b) = s.parse::<u64>() {
         return Ok(b);
     }
-    let p: numapin::PageSize = s.parse()?;
+    let p: numapin::PageSize = s.parse().map_err(|e: numapin::ParseError| e.to_string())?;
     p.bytes()
         .map(|b| b as u64)
         .ok_or_else(|| "auto is not a class; use 4K, 2M or 1G".to_string())
@@ -120,7 +120,8 @@ fn parse_class(s: &str) -> Result<u64, String> {
 /// Parses `SIZE[:CLASS]`.
 fn parse_place(s: &str) -> Result<(u64, u64), String> {
     let (size, class) = s.split_once(':').unwrap_or((s, "2M"));
-    Ok((numapin::parse_size(size)?, parse_class(class)?))
+    let size = numapin::parse_size(size).map_err(|e| e.to_string())?;
+    Ok((size, parse_class(class)?))
 }
 
 /// Reads the fleet from files or Prometheus; errors name the file or the series.

@@ -41,7 +41,7 @@ pub struct Args {
     /// Charge the host ledger under this VM name before mapping (refused if it does not fit).
     #[arg(long)]
     vm: Option<String>,
-    /// The ledger file for --vm (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger).
+    /// The ledger file for --vm (default: $NUMAPIN_LEDGER, else /run/numapin/ledger).
     #[arg(long, requires = "vm")]
     ledger: Option<std::path::PathBuf>,
 }

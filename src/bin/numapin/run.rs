@@ -3,7 +3,8 @@
 //! Why `exec` and not fork + wait: the ledger charge must live exactly as long as the process
 //! that holds the memory. `exec` keeps the process (its pid, its start time, its open
 //! descriptors), so the VMM *is* the process that reserved and was charged: the memfd and the
-//! ledger record's liveness survive into it, the record is settled when it exits (when the
+//! ledger record's lock (its liveness, kept across `exec` by `VmRecord::keep_across_exec`)
+//! survive into it, the record is settled when it exits (when the
 //! memory goes), signals reach the VMM directly (nothing to forward, nothing to lose when a
 //! launcher is killed), and the exit status is the VMM's. A launcher that forked would either
 //! lose the charge while the VMM still runs (if the launcher were killed) or have to kill the
@@ -106,9 +107,11 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let (fd, record) = r.into_fd().expect("built with .shared(true)");
     let record = record.expect("built with a ledger");
     let fd: OwnedFd = fd;
-    // The VMM inherits the memory's descriptor; the record's liveness goes with it too.
+    // The VMM inherits the memory's descriptor, and the descriptor holding the record's lock
+    // (its liveness): the VMM then holds the record until it exits.
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())
         .map_err(|e| CliError::Io(e.into()))?;
+    record.keep_across_exec()?;
     let n = fd.as_raw_fd();
     let (cmd, args) = a.command.split_first().expect("clap requires a command");
     let mut c = std::process::Command::new(cmd);

@@ -27,7 +27,7 @@ pub enum Format {
 /// Arguments of `numapin status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ledger file (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger). Created from
+    /// The ledger file (default: $NUMAPIN_LEDGER, else /run/numapin/ledger). Created from
     /// this host's topology if it does not exist.
     #[arg(long)]
     ledger: Option<PathBuf>,
@@ -64,7 +64,10 @@ fn parse_guest_used(s: &str) -> Result<(String, u64), String> {
     let (n, v) = s
         .rsplit_once('=')
         .ok_or_else(|| format!("expected NAME=SIZE, got {s:?}"))?;
-    Ok((n.to_string(), numapin::parse_size(v)?))
+    Ok((
+        n.to_string(),
+        numapin::parse_size(v).map_err(|e| e.to_string())?,
+    ))
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
