@@ -123,7 +123,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let started = Instant::now();
     let threads = a
         .threads
-        .unwrap_or_else(|| numapin::sys::affinity().map_or(1, |c| c.len().max(1)));
+        .unwrap_or_else(|| numapin::process::affinity().map_or(1, |c| c.len().max(1)));
     let reps = a.reps.unwrap_or(if a.quick { 3 } else { 9 }).max(1);
     let size = a.size;
     let json = a.json;
@@ -166,10 +166,10 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     };
     let machine = serde_json::json!({
         "cpu_model": model,
-        "cpus": numapin::sys::affinity().map_or(0, |c| c.len()),
+        "cpus": numapin::process::affinity().map_or(0, |c| c.len()),
         "numa_nodes": topo.nodes.len(),
         "hypervisor": hypervisor,
-        "kernel": numapin::sys::kernel_release(),
+        "kernel": numapin::process::kernel_release(),
         "mem_total_bytes": topo.nodes.iter().map(|n| n.mem_total_bytes).sum::<u64>(),
         "thp": format!("{:?}", topo.thp).to_lowercase(),
         "free_hugepages_2m": free(PageSize::Huge2M),
