@@ -429,7 +429,10 @@ fn shared_thp_follows_shmem_enabled() {
     let _restore = ShmemThpMode(selected(&text));
     let per_size = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
     let inherits = std::fs::read_to_string(per_size).map_or(true, |t| selected(&t) == "inherit");
-    if !need(inherits, "the 2 MiB size has its own shmem_enabled (not `inherit`)") {
+    if !need(
+        inherits,
+        "the 2 MiB size has its own shmem_enabled (not `inherit`)",
+    ) {
         return;
     }
     let b = || {
@@ -456,7 +459,11 @@ fn shared_thp_follows_shmem_enabled() {
     std::fs::write(SHMEM_THP, "advise").unwrap();
     let r = b().build().unwrap();
     let thp = r.report().thp_bytes.expect("a THP report");
-    assert!(thp > 0, "no huge page backs the shmem file: {:?}", r.report().notes);
+    assert!(
+        thp > 0,
+        "no huge page backs the shmem file: {:?}",
+        r.report().notes
+    );
     let vma = numapin::smaps::vma_info(r.as_ptr() as usize)
         .unwrap()
         .unwrap();
