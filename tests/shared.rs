@@ -393,3 +393,79 @@ fn a_refused_placement_leaves_nothing_mapped() {
     assert!(!still.starts_with("/memfd:numapin"), "fd {raw} still open");
     let _ = good.as_fd().unwrap().as_fd();
 }
+
+/// Puts `/sys/kernel/mm/transparent_hugepage/shmem_enabled` back on drop (also on failure).
+struct ShmemThpMode(String);
+
+impl Drop for ShmemThpMode {
+    fn drop(&mut self) {
+        let _ = std::fs::write(SHMEM_THP, &self.0);
+    }
+}
+
+const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+fn selected(text: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.starts_with('['))
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string()
+}
+
+/// A shared THP reservation is a shmem file, so it follows `shmem_enabled`, not `enabled`:
+/// refused with `ShmemThpUnavailable` (naming the mode and the fix) when shmem THP is off, and
+/// backed by huge pages (`ShmemPmdMapped`) when it is `advise`. The host's mode is restored.
+#[test]
+fn shared_thp_follows_shmem_enabled() {
+    let Ok(text) = std::fs::read_to_string(SHMEM_THP) else {
+        let _ = need(false, "the kernel has no shmem THP (no shmem_enabled)");
+        return;
+    };
+    if !need(common::is_root(), "changing shmem_enabled needs root") {
+        return;
+    }
+    let _lock = pools_exclusive();
+    let _restore = ShmemThpMode(selected(&text));
+    let per_size = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
+    let inherits = std::fs::read_to_string(per_size).map_or(true, |t| selected(&t) == "inherit");
+    if !need(
+        inherits,
+        "the 2 MiB size has its own shmem_enabled (not `inherit`)",
+    ) {
+        return;
+    }
+    let b = || {
+        Reservation::builder(8 << 20)
+            .node(node0())
+            .page_size(PageSize::Transparent)
+            .shared(true)
+    };
+    std::fs::write(SHMEM_THP, "never").unwrap();
+    let e = b().preflight().unwrap_err();
+    assert!(
+        matches!(&e, Error::ShmemThpUnavailable { mode } if mode == "never"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("shmem_enabled"), "{e}");
+    // Auto for a shared reservation never lands on THP with shmem THP off.
+    let plan = Reservation::builder(8 << 20)
+        .node(node0())
+        .shared(true)
+        .preflight()
+        .unwrap();
+    assert_ne!(plan.page_size, PageSize::Transparent, "{:?}", plan.notes);
+
+    std::fs::write(SHMEM_THP, "advise").unwrap();
+    let r = b().build().unwrap();
+    let thp = r.report().thp_bytes.expect("a THP report");
+    assert!(
+        thp > 0,
+        "no huge page backs the shmem file: {:?}",
+        r.report().notes
+    );
+    let vma = numapin::smaps::vma_info(r.as_ptr() as usize)
+        .unwrap()
+        .unwrap();
+    assert_eq!(vma.shmem_pmd_mapped, thp);
+}
