@@ -469,3 +469,75 @@ fn shared_thp_follows_shmem_enabled() {
         .unwrap();
     assert_eq!(vma.shmem_pmd_mapped, thp);
 }
+
+/// The seals cannot stop a writer from punching a hole (only `F_SEAL_WRITE` could, and guest
+/// RAM must stay writable): `adopt` then refuses the file instead of silently allocating
+/// (and zeroing) the missing pages in the adopter.
+#[test]
+fn adopt_refuses_a_file_with_a_punched_hole() {
+    let _lock = pools_exclusive();
+    let r = Reservation::builder(1 << 20)
+        .page_size(PageSize::Base4K)
+        .lock(false)
+        .shared(true)
+        .build()
+        .unwrap();
+    let fd = r.as_fd().unwrap();
+    rustix::fs::fallocate(
+        fd,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        64 << 10,
+        8 << 10,
+    )
+    .expect("the seals allow punching holes");
+    let e = Reservation::adopt(fd.try_clone_to_owned().unwrap())
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        problem(e),
+        AdoptProblem::NotPopulated {
+            size: 1 << 20,
+            allocated: (1 << 20) - (8 << 10)
+        }
+    );
+}
+
+/// A shared reservation that fails after its file exists (the kernel's reservation at `mmap`
+/// finds the pool short: the topology given to the builder claimed more free pages than
+/// there are) leaves no descriptor, no mapping and no pool page behind.
+#[test]
+fn a_failed_shared_reservation_leaves_no_file_behind() {
+    let node = node0();
+    let _lock = pools_exclusive();
+    let free = free_pages(node.0, 2048);
+    if !need(free >= 1, "node needs a free 2M hugepage") {
+        return;
+    }
+    let mut t = Topology::from_sysfs().unwrap();
+    for n in &mut t.nodes {
+        for p in &mut n.hugepages {
+            p.free += 1 << 20;
+        }
+    }
+    let memfds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:numapin"))
+            })
+            .count()
+    };
+    let open_before = memfds();
+    let e = Reservation::builder((free + 8) * (2 << 20))
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .topology(t)
+        .shared(true)
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, Error::HugepagesShort { .. }), "{e}");
+    assert_eq!(memfds(), open_before, "the memfd was closed");
+    assert_eq!(free_pages(node.0, 2048), free);
+}
