@@ -19,6 +19,7 @@ mod background;
 mod builder;
 mod facts;
 mod many;
+#[allow(unsafe_code)] // the owned mapping: munmap on drop, Send/Sync
 mod map;
 mod populate;
 mod preflight;
@@ -410,16 +411,12 @@ impl Reservation {
 
     /// The region as bytes.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: per type invariant the range is mapped readable for the life of `self`, and
-        // the only mutable access goes through `&mut self`.
-        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr(), self.map.len) }
+        self.map.as_slice()
     }
 
     /// The region as mutable bytes.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: per type invariant the range is mapped read-write for the life of `self`, and
-        // `&mut self` guarantees this is the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr(), self.map.len) }
+        self.map.as_mut_slice()
     }
 
     /// What was reserved, where, and how long it took.

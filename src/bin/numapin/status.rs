@@ -143,6 +143,24 @@ fn table(
             )?;
         }
     }
+    for n in &snap.nodes {
+        for c in n
+            .classes
+            .iter()
+            .filter(|c| c.reserved_bytes > c.limit_bytes)
+        {
+            writeln!(
+                out,
+                "OVER-COMMITTED: node {} {}: {} reserved, {} over the limit of {} (capacity {}: the pool or memory shrank under admitted VMs); grow it back or move VMs",
+                n.id.0,
+                class_name(c.page_size_bytes),
+                format_bytes(c.reserved_bytes),
+                format_bytes(c.reserved_bytes - c.limit_bytes),
+                format_bytes(c.limit_bytes),
+                format_bytes(c.capacity_bytes)
+            )?;
+        }
+    }
     if snap.vms.is_empty() {
         writeln!(out, "no VMs")?;
         return Ok(());
@@ -166,7 +184,7 @@ fn table(
         writeln!(
             out,
             "{:<20} {:>8}  {:>11}  {:>11}  {:>11}  {hint}",
-            v.name,
+            printable(&v.name),
             v.pid,
             format_bytes(alloc),
             format_bytes(v.guest_used_bytes),
@@ -185,4 +203,19 @@ fn table(
         }
     }
     Ok(())
+}
+
+/// A VM name as the terminal may show it: control characters (which a hostile ledger file could
+/// hold; `numapin` refuses them when it records a name) escaped, never sent raw.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
 }
