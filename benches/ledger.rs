@@ -98,14 +98,61 @@ trait LockedFile {
 /// file (what a process-shared mutex amounts to when uncontended; unlike the ledger, a holder
 /// stopped with the lock held stops everyone).
 struct SpinLedger {
-    map: numapin::sys::SharedRegion,
+    map: FileMap,
     _file: std::fs::File,
+}
+
+/// A shared read-write mapping of the first `len` bytes of a file, unmapped on drop.
+struct FileMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: plain shared memory, touched only through atomics.
+unsafe impl Send for FileMap {}
+// SAFETY: as for Send.
+unsafe impl Sync for FileMap {}
+
+impl FileMap {
+    fn new(f: &std::fs::File, len: usize) -> FileMap {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of a file at least `len` bytes long (fresh_file sized
+        // it); nothing else refers to the address range.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        FileMap { ptr: p.cast(), len }
+    }
+
+    /// The 8-aligned word at `off`, if inside the mapping.
+    fn u64_at(&self, off: usize) -> Option<&AtomicU64> {
+        (off % 8 == 0 && off + 8 <= self.len).then(|| {
+            // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the memory lives
+            // as long as `self` and is only accessed atomically.
+            unsafe { &*self.ptr.add(off).cast::<AtomicU64>() }
+        })
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer borrowed.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
 }
 impl SpinLedger {
     const LOCK: usize = 0;
     fn new(p: &PathBuf) -> Self {
         let f = fresh_file(p, 4096);
-        let map = numapin::sys::SharedRegion::map_file(&f, 4096).unwrap();
+        let map = FileMap::new(&f, 4096);
         map.u64_at(<Self as LockedFile>::LIMIT)
             .unwrap()
             .store(classes()[0].limit_bytes(), Ordering::Relaxed);

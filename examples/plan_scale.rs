@@ -1,6 +1,10 @@
 //! N+1 (and N+2 on small fleets) over synthetic fleets of growing size, with timings.
 //!
 //! `cargo run --release --example plan_scale -- [--vms N] [--max-ms MS] [--headroom] [HOSTS...]`
+//!
+//! `... -- --write DIR HOSTS` writes the synthetic fleet of HOSTS hosts as one
+//! `numapin status --json` file per host into DIR instead (for timing `numapin plan` end to
+//! end; see docs/planning.md).
 //! (default 50 VMs per host,
 //! 100 1000 10000 hosts; about 100 VMs per host fill the fleet to about 90%). Each size
 //! prints the verdict, the scenario count and min/median wall time over several runs; the
@@ -24,10 +28,14 @@ fn main() {
     let mut max_ms: Option<u128> = None;
     let mut with_headroom = false;
     let mut sizes = Vec::new();
+    let mut write: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--vms" {
             vms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(vms);
+            i += 1;
+        } else if args[i] == "--write" {
+            write = args.get(i + 1).cloned();
             i += 1;
         } else if args[i] == "--headroom" {
             with_headroom = true;
@@ -44,6 +52,16 @@ fn main() {
     } else {
         sizes
     };
+    if let Some(dir) = write {
+        std::fs::create_dir_all(&dir).expect("create the directory");
+        for &hosts in &sizes {
+            for s in synthetic_fleet(hosts, vms, 42).snapshots() {
+                let text = serde_json::to_string(&s).expect("serialize");
+                std::fs::write(format!("{dir}/{}.json", s.host), text).expect("write");
+            }
+        }
+        return;
+    }
     let budget = Budget::default();
     println!(
         "{:>7} {:>8} {:>2} {:>9} {:>11} {:>12} {:>12} {:>5}",

@@ -46,8 +46,12 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--node {v}: not a node id"))?;
                 args.nodes.push(NodeId(n));
             }
-            "--size" => args.size = parse_size(&value("--size")?)?,
-            "--page-size" => args.page_size = value("--page-size")?.parse()?,
+            "--size" => args.size = parse_size(&value("--size")?).map_err(|e| e.to_string())?,
+            "--page-size" => {
+                args.page_size = value("--page-size")?
+                    .parse()
+                    .map_err(|e: numapin::ParseError| e.to_string())?
+            }
             "--background" => args.background = true,
             "-h" | "--help" => {
                 return Err("usage: two_region_guest [--node A --node B] [--size SIZE] \

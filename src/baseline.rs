@@ -92,13 +92,13 @@ impl LazyRegion {
     ///
     /// # Errors
     /// [`Error::InvalidSize`] if `size` is zero or not a multiple of the page size,
-    /// [`Error::InvalidConfig`] for `Auto` or for shared THP, [`Error::Sys`] when the kernel
+    /// [`Error::PageSizeAuto`] for `Auto`, [`Error::SharedThp`] for shared THP, [`Error::Sys`] when the kernel
     /// refuses a call. Nothing stays mapped after an error.
     pub fn new(size: u64, page_size: PageSize, sharing: Sharing) -> Result<LazyRegion> {
         let Some(native) = page_size.native_bytes() else {
-            return Err(Error::InvalidConfig(
-                "the baseline needs a concrete page size (4k, thp, 2m or 1g), not auto".into(),
-            ));
+            return Err(Error::PageSizeAuto {
+                what: "the baseline",
+            });
         };
         let gran = page_size.bytes().unwrap_or(native) as u64;
         if size == 0 || size % gran != 0 || usize::try_from(size).is_err() {
@@ -112,11 +112,7 @@ impl LazyRegion {
         }
         let len = size as usize;
         let (ptr, fd) = match (sharing, page_size) {
-            (Sharing::Shared, PageSize::Transparent) => {
-                return Err(Error::InvalidConfig(
-                    "shared THP is governed by shmem_enabled, not by this baseline; use 4k, 2m or 1g for a shared region, or thp for a private one".into(),
-                ))
-            }
+            (Sharing::Shared, PageSize::Transparent) => return Err(Error::SharedThp),
             (Sharing::Private, PageSize::Transparent) => (map_thp(len)?, None),
             (Sharing::Private, p) => {
                 let ptr = sys::mmap_anonymous(len, backing(p), true)
@@ -126,10 +122,11 @@ impl LazyRegion {
             (Sharing::Shared, p) => {
                 let name = CString::new("numapin-baseline").expect("no NUL inside");
                 let huge = p.is_hugetlb().then(|| backing(p));
-                let fd = sys::memfd_create(&name, huge).map_err(|e| Error::sys("memfd_create", e))?;
+                let fd =
+                    sys::memfd_create(&name, huge).map_err(|e| Error::sys("memfd_create", e))?;
                 sys::ftruncate(fd.as_fd(), size).map_err(|e| Error::sys("ftruncate", e))?;
-                let ptr = sys::mmap_shared(fd.as_fd(), len, true)
-                    .map_err(|e| Error::sys("mmap", e))?;
+                let ptr =
+                    sys::mmap_shared(fd.as_fd(), len, true).map_err(|e| Error::sys("mmap", e))?;
                 (ptr, Some(fd))
             }
         };
@@ -278,27 +275,24 @@ impl LazyRegion {
     /// at most `rate` bytes per second (`None`: as fast as the kernel goes).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] if the granule is zero, not a multiple of the native page size,
-    /// or while the balloon holds memory (deflate first).
+    /// [`Error::BalloonGranule`] if the granule is zero or not a multiple of the native page
+    /// size, [`Error::BalloonBusy`] while the balloon holds memory (deflate first),
+    /// [`Error::BalloonRateZero`] for a rate of 0.
     pub fn set_balloon(&mut self, granule: usize, rate: Option<u64>) -> Result<()> {
         let native = self.page_bytes();
         if granule == 0 || granule % native != 0 {
-            return Err(Error::InvalidConfig(format!(
-                "balloon granule {granule} is not a multiple of the {} page size of this region; use {}",
-                format_bytes(native as u64),
-                format_bytes(granule.max(1).next_multiple_of(native) as u64)
-            )));
+            return Err(Error::BalloonGranule {
+                granule,
+                page: native,
+            });
         }
         if self.inflated_bytes() != 0 {
-            return Err(Error::InvalidConfig(format!(
-                "the balloon holds {} of this region; deflate it before changing the granule",
-                format_bytes(self.inflated_bytes())
-            )));
+            return Err(Error::BalloonBusy {
+                inflated: self.inflated_bytes(),
+            });
         }
         if rate == Some(0) {
-            return Err(Error::InvalidConfig(
-                "a balloon rate of 0 bytes/s never finishes; pass None for no limit".into(),
-            ));
+            return Err(Error::BalloonRateZero);
         }
         self.granule = granule;
         self.rate = rate;
@@ -564,11 +558,11 @@ mod tests {
         ));
         assert!(matches!(
             LazyRegion::new(2 << 20, PageSize::Auto, Sharing::Private),
-            Err(Error::InvalidConfig(_))
+            Err(Error::PageSizeAuto { .. })
         ));
         assert!(matches!(
             LazyRegion::new(2 << 20, PageSize::Transparent, Sharing::Shared),
-            Err(Error::InvalidConfig(_))
+            Err(Error::SharedThp)
         ));
     }
 }

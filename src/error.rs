@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::units::{format_bytes, NodeId, PageSize};
+use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
 /// `Result` with numapin's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,9 +39,69 @@ pub enum Error {
         reason: String,
     },
 
-    /// A builder option contradicts another (e.g. interleave over one node).
+    /// A ledger or planner setting is inconsistent (each message names the setting and the
+    /// fix). The reservation, baseline and guest-memory conditions have variants of their own.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// A concrete page size (4k, thp, 2m, 1g) was needed and `auto` was given.
+    #[error("{what} needs a concrete page size (4k, thp, 2m or 1g), not auto; resolve it first (ReservationBuilder::preflight returns the page size auto chose)")]
+    PageSizeAuto {
+        /// What needed it (`a ledger charge`, `a shared reservation's file`, `the baseline`).
+        what: &'static str,
+    },
+
+    /// No online node has memory, so a reservation without nodes has nowhere to go.
+    #[error(
+        "no online node has memory (online nodes: {online:?}); check /sys/devices/system/node"
+    )]
+    NoNodeWithMemory {
+        /// The online nodes.
+        online: Vec<NodeId>,
+    },
+
+    /// None of the populate CPUs given to [`crate::ReservationBuilder::cpus`] may be used.
+    #[error("none of the populate cpus {} may be used by this process (allowed: {}); pick some of those", crate::units::format_id_list(asked), crate::units::format_id_list(allowed))]
+    PopulateCpusNotAllowed {
+        /// The CPUs asked for.
+        asked: Vec<u32>,
+        /// The CPUs this process may run on.
+        allowed: Vec<u32>,
+    },
+
+    /// Zero populate threads were asked for.
+    #[error(
+        "threads must be at least 1 (0 given); leave threads unset for one per CPU of the nodes"
+    )]
+    ZeroThreads,
+
+    /// A background population was cancelled (its pending reservation was dropped).
+    #[error("population cancelled: the pending reservation was dropped before it finished")]
+    PopulationCancelled,
+
+    /// A shared THP baseline region was asked for.
+    #[error("shared THP is governed by shmem_enabled, not by this baseline; use 4k, 2m or 1g for a shared region, or thp for a private one")]
+    SharedThp,
+
+    /// A balloon granule that is zero or not a multiple of the region's page size.
+    #[error("balloon granule {granule} is not a multiple of the {} page size of this region; use {}", format_bytes(*page as u64), format_bytes((*granule).max(1).next_multiple_of(*page) as u64))]
+    BalloonGranule {
+        /// The granule asked for, in bytes.
+        granule: usize,
+        /// The region's native page size in bytes.
+        page: usize,
+    },
+
+    /// The balloon's settings were changed while it holds memory.
+    #[error("the balloon holds {} of this region; deflate it before changing the granule", format_bytes(*inflated))]
+    BalloonBusy {
+        /// Bytes the balloon holds.
+        inflated: u64,
+    },
+
+    /// A balloon rate of zero bytes per second.
+    #[error("a balloon rate of 0 bytes/s never finishes; pass None for no limit")]
+    BalloonRateZero,
 
     /// A node asked for is not online on this host.
     #[error("NUMA node {node} does not exist on this host (online nodes: {online:?}); pick one of those, see `numapin topology`")]
@@ -232,12 +292,12 @@ pub enum Error {
     },
 
     /// A kernel file did not have the expected shape.
-    #[error("cannot parse {}: {reason}", path.display())]
+    #[error("cannot parse {}: {source}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// What was wrong.
-        reason: String,
+        source: ParseError,
     },
 
     /// A system call failed with an errno numapin does not decode further.
@@ -338,12 +398,25 @@ pub enum Error {
 
     /// Background population of a guest region failed; this is the error again for a later
     /// waiter (the first one got the original error).
-    #[error("population of the guest region at {guest_addr:#x} failed: {message}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
+    #[error("population of the guest region at {guest_addr:#x} failed: {source}; the memory stays mapped (the guest may still hold it) until every region of it is dropped: stop the VM, drop its guest memory, fix the cause and reserve again")]
     GuestPopulation {
         /// Guest physical address of the region.
         guest_addr: u64,
-        /// The original error, as text.
-        message: String,
+        /// The original error.
+        source: std::sync::Arc<Error>,
+    },
+
+    /// A guest memory layout without regions (feature `vm-memory`).
+    #[error("a guest memory layout needs at least one region; add one with Layout::region")]
+    EmptyLayout,
+
+    /// vm-memory refused a layout or mapping numapin built (feature `vm-memory`).
+    #[error("vm-memory refused {what}: {reason}")]
+    VmMemory {
+        /// What was refused (`the layout`, `the mapping`).
+        what: &'static str,
+        /// vm-memory's answer.
+        reason: String,
     },
 
     /// hwloc could not build or answer about the topology (feature `hwloc`).
@@ -442,6 +515,58 @@ pub enum Error {
         reason: String,
     },
 
+    /// The ledger file, or its directory, is not one this process may trust: another user
+    /// could rewrite it (lie about every VM's charge) or truncate it (every VMM mapping it then
+    /// dies of SIGBUS). See "Trust" in docs/ledger.md.
+    #[error("{}", untrusted_message(self))]
+    LedgerUntrusted {
+        /// The file or directory that fails the check.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner_uid: u32,
+        /// Its group's gid.
+        gid: u32,
+        /// Its permission bits (`st_mode & 0o7777`).
+        mode: u32,
+        /// This process's effective uid.
+        caller_uid: u32,
+        /// The group allowed to write the ledger (`NUMAPIN_LEDGER_GID`), if configured.
+        group: Option<u32>,
+        /// Which rule it breaks.
+        problem: TrustProblem,
+    },
+
+    /// The ledger path names something that is not a regular file (a device, a directory, a
+    /// FIFO, a socket): nothing was read from or written to it.
+    #[error("ledger {}: it is a {kind}, not a regular file; point NUMAPIN_LEDGER (or --ledger) at a file path, e.g. the default {}", path.display(), crate::ledger::DEFAULT_PATH)]
+    LedgerNotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+
+    /// An environment variable that configures numapin holds a value it cannot use (nothing
+    /// falls back silently to a default).
+    #[error("{var}={value:?} is not valid: {expected}; fix or unset it")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+
+    /// A VM name the ledger cannot record as given.
+    #[error("VM name {name:?} is not valid: {reason}")]
+    InvalidVmName {
+        /// The name (as Rust escapes it: control characters are shown, not sent).
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+
     /// Creating, opening or mapping the ledger file failed.
     #[error("ledger {}: {op} failed: {source}; check the directory exists and is writable, or point NUMAPIN_LEDGER at another path", path.display())]
     LedgerIo {
@@ -452,6 +577,71 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// Which trust rule a ledger file or directory breaks ([`Error::LedgerUntrusted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustProblem {
+    /// The file belongs to a user who is neither the caller nor root.
+    ForeignOwner,
+    /// Users other than the owner (and the configured group) may write the file.
+    WritableByOthers,
+    /// The file's group may write it, but that group is not the configured one.
+    WritableByUnconfiguredGroup,
+    /// The directory belongs to a user who is neither the caller nor root.
+    ForeignDirectory,
+    /// Others may replace files in the directory (writable, not sticky).
+    ReplaceableDirectory,
+}
+
+fn untrusted_message(e: &Error) -> String {
+    let Error::LedgerUntrusted {
+        path,
+        owner_uid,
+        gid,
+        mode,
+        caller_uid,
+        group,
+        problem,
+    } = e
+    else {
+        return String::new();
+    };
+    let p = path.display();
+    let what = match problem {
+        TrustProblem::ForeignOwner => format!(
+            "belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: whoever owns it can rewrite or truncate it under every VMM"
+        ),
+        TrustProblem::WritableByOthers => format!(
+            "has mode {mode:04o}: users other than its owner and group may write it"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => match group {
+            Some(g) => format!(
+                "has mode {mode:04o} and group {gid}: that group may write it, but the configured group (NUMAPIN_LEDGER_GID) is {g}"
+            ),
+            None => format!(
+                "has mode {mode:04o}: group {gid} may write it, and no group is configured (NUMAPIN_LEDGER_GID)"
+            ),
+        },
+        TrustProblem::ForeignDirectory => format!(
+            "(its directory) belongs to uid {owner_uid}, neither you (uid {caller_uid}) nor root: its owner can replace the ledger"
+        ),
+        TrustProblem::ReplaceableDirectory => format!(
+            "(its directory) has mode {mode:04o}: others may replace the ledger in it (writable without the sticky bit)"
+        ),
+    };
+    let fix = match problem {
+        TrustProblem::ForeignOwner | TrustProblem::WritableByOthers => format!(
+            "Refused. If no VMM uses it, remove it (`rm {p}`) and let numapin recreate it (mode 0600, or 0660 with NUMAPIN_LEDGER_GID); if it is the right ledger, `chown {caller_uid} {p}; chmod 0600 {p}` (or 0660 and a configured group)"
+        ),
+        TrustProblem::WritableByUnconfiguredGroup => format!(
+            "Refused. Set NUMAPIN_LEDGER_GID={gid} if that group is meant to share the ledger, or `chmod g-w {p}`"
+        ),
+        TrustProblem::ForeignDirectory | TrustProblem::ReplaceableDirectory => {
+            "Refused. Keep the ledger in a directory only you or root may write (the default is /run/numapin/, mode 0755), or one with the sticky bit (e.g. /dev/shm)".to_string()
+        }
+    };
+    format!("ledger {p} {what}. {fix}")
 }
 
 fn admission_message(e: &Error) -> String {
@@ -495,8 +685,15 @@ fn admission_message(e: &Error) -> String {
 }
 
 impl Error {
+    /// A file whose contents have the wrong shape, described in words (a
+    /// [`ParseError::Malformed`] of the file's contents).
     pub(crate) fn parse(path: PathBuf, reason: String) -> Error {
-        Error::Parse { path, reason }
+        Error::parsed(path, ParseError::from(reason))
+    }
+
+    /// A file a parser refused.
+    pub(crate) fn parsed(path: PathBuf, source: ParseError) -> Error {
+        Error::Parse { path, source }
     }
 
     pub(crate) fn sys(call: &'static str, errno: i32) -> Error {

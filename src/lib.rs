@@ -12,6 +12,8 @@
 //! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
 //! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
+//! - [`cgroup`]: the calling process's cgroup limits (memory, hugetlb, cpuset).
+//! - [`process`]: the calling process and thread: CPU affinity, memlock, kernel release.
 //! - [`units`]: node ids, page sizes, byte sizes.
 //! - `topology_hwloc` (feature `hwloc`): the topology from hwloc, with memory attributes and
 //!   the package/core structure.
@@ -19,9 +21,10 @@
 //!
 //! # Lint policy
 //! `unsafe` is denied at the crate root and allowed only in the modules that need it (`sys`,
-//! `populate`, `reservation`, `baseline`) and on one item of the ledger (`Word64`, the fast
-//! path's pre-checked word pointer); every block has a `// SAFETY:` comment. `missing_docs` warns
-//! (CI turns warnings into errors).
+//! `populate`, `reservation::map`, `baseline`, `vmm`) and on the ledger's pre-checked word
+//! pointer (`Word64`); every block has a `// SAFETY:` comment. `sys`, the raw system calls, is
+//! private to the crate: [`process`] and [`HostFacts`] are its safe public face.
+//! `missing_docs` warns (CI turns warnings into errors).
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -38,14 +41,14 @@ pub mod plan;
 pub mod pool;
 #[allow(unsafe_code)]
 mod populate;
-#[allow(unsafe_code)]
+pub mod process;
 pub mod reservation;
 pub mod shared;
 pub mod smaps;
 pub mod snapshot;
 pub(crate) mod sync;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
 pub mod topology;
 #[cfg(feature = "hwloc")]
 pub mod topology_hwloc;
@@ -54,11 +57,11 @@ pub mod units;
 #[allow(unsafe_code)] // one block: vm-memory's `with_raw_mmap_pointer` over the reservation
 pub mod vmm;
 
-pub use error::{Error, PolicyDenial, Result};
+pub use error::{Error, PolicyDenial, Result, TrustProblem};
 pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
     AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan,
     PopulateProgress, Report, Reservation, ReservationBuilder,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
-pub use units::{format_bytes, parse_size, NodeId, PageSize};
+pub use units::{format_bytes, parse_size, NodeId, PageSize, ParseError};

@@ -291,7 +291,7 @@ fn errno(e: rustix::io::Errno) -> i32 {
 ///
 /// # Errors
 /// [`Error::Sys`] naming `memfd_create`, `ftruncate` or `fcntl(F_ADD_SEALS)`;
-/// [`Error::InvalidConfig`] for `PageSize::Auto` (resolve it first). Nothing stays open on
+/// [`Error::PageSizeAuto`] for `PageSize::Auto` (resolve it first). Nothing stays open on
 /// error.
 #[doc(alias = "memfd_create")]
 pub fn create_sealed(name: &str, page_size: PageSize, size: u64) -> Result<OwnedFd> {
@@ -301,9 +301,9 @@ pub fn create_sealed(name: &str, page_size: PageSize, size: u64) -> Result<Owned
         PageSize::Huge1G => flags |= MemfdFlags::HUGETLB | MemfdFlags::HUGE_1GB,
         PageSize::Base4K | PageSize::Transparent => {}
         PageSize::Auto => {
-            return Err(Error::InvalidConfig(
-                "a shared reservation's file needs a concrete page size, not auto".into(),
-            ))
+            return Err(Error::PageSizeAuto {
+                what: "a shared reservation's file",
+            })
         }
     }
     // The kernel limits memfd names to 249 bytes and refuses NUL; keep what fits.

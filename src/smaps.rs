@@ -103,7 +103,7 @@ pub fn vma_info(addr: usize) -> Result<Option<VmaInfo>> {
     })?;
     parse_smaps(&text, addr).map_err(|r| Error::Parse {
         path: path.to_path_buf(),
-        reason: r,
+        source: r.into(),
     })
 }
 

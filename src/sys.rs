@@ -7,8 +7,6 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-use crate::units::NodeId;
-
 /// An errno value.
 pub type Errno = i32;
 
@@ -255,12 +253,12 @@ pub struct NodeMask {
 
 impl NodeMask {
     /// The mask with exactly these nodes set.
-    pub fn new(nodes: &[NodeId]) -> NodeMask {
+    pub fn new(nodes: &[u32]) -> NodeMask {
         let bits = libc::c_ulong::BITS as usize;
-        let max = nodes.iter().map(|n| n.0 as usize).max().unwrap_or(0);
+        let max = nodes.iter().map(|&n| n as usize).max().unwrap_or(0);
         let mut words = vec![0; max / bits + 1];
-        for n in nodes {
-            let n = n.0 as usize;
+        for &n in nodes {
+            let n = n as usize;
             words[n / bits] |= 1 << (n % bits);
         }
         NodeMask { words }
@@ -319,10 +317,12 @@ pub fn set_mempolicy(mode: i32, mask: Option<&NodeMask>) -> Result<(), Errno> {
 
 /// Asks the kernel on which node each page lives (`move_pages` with no target nodes). Each
 /// element of `out` becomes a node id, or a negative errno (`-ENOENT`: page not present,
-/// `-EFAULT`: not mapped).
+/// `-EFAULT`: not mapped). `EINVAL` if the two slices differ in length.
 #[doc(alias = "move_pages")]
 pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errno> {
-    assert_eq!(pages.len(), out.len());
+    if pages.len() != out.len() {
+        return Err(libc::EINVAL);
+    }
     if pages.is_empty() {
         return Ok(());
     }
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn node_mask_bits() {
-        let m = NodeMask::new(&[NodeId(0), NodeId(3), NodeId(64)]);
+        let m = NodeMask::new(&[0, 3, 64]);
         assert_eq!(m.words.len(), 2);
         assert_eq!(m.words[0], 0b1001);
         assert_eq!(m.words[1], 1);
@@ -529,12 +529,6 @@ unsafe impl Send for SharedRegion {}
 unsafe impl Sync for SharedRegion {}
 
 impl SharedRegion {
-    /// Maps `len` bytes of zeroed anonymous shared memory (shared with children after `fork`).
-    #[doc(alias = "mmap")]
-    pub fn anonymous(len: usize) -> Result<SharedRegion, Errno> {
-        Self::map(len, -1, libc::MAP_SHARED | libc::MAP_ANONYMOUS)
-    }
-
     /// Maps the first `len` bytes of `file` shared, read-write. The file must be at least `len`
     /// bytes long (the caller checks with `fstat`): touching a page past its end raises SIGBUS.
     #[doc(alias = "mmap")]
@@ -570,11 +564,6 @@ impl SharedRegion {
     /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Whether the mapping is empty (never: `map` refuses zero lengths).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The 8-byte word at byte offset `off`, or `None` if `off` is not 8-aligned or the word
@@ -651,21 +640,6 @@ pub fn pid_namespace() -> u64 {
     std::fs::metadata("/proc/self/ns/pid")
         .map(|m| m.ino())
         .unwrap_or(0)
-}
-
-/// Whether a process with this pid exists (`kill(pid, 0)`): `EPERM` means it exists but
-/// belongs to someone else; only `ESRCH` means there is none.
-#[doc(alias = "kill")]
-pub fn process_exists(pid: u32) -> bool {
-    let Ok(p) = i32::try_from(pid) else {
-        return false;
-    };
-    if p <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks; nothing is delivered.
-    let r = unsafe { libc::kill(p, 0) };
-    r == 0 || last_errno() != libc::ESRCH
 }
 
 // ---------------------------------------------------------------------------------------------

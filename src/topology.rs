@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::units::{NodeId, PageSize};
+use crate::units::{NodeId, PageSize, ParseError};
 
 /// The largest CPU or node id a list may name; guards against a hostile file making us
 /// allocate gigabytes (the kernel's own limit, `NR_CPUS`, is 8192 on distribution kernels).
@@ -140,27 +140,28 @@ impl Topology {
     /// As [`Topology::from_sysfs`].
     pub fn from_roots(root: &Path, proc: &Path) -> Result<Topology> {
         let zones = match fs::read_to_string(proc.join("zoneinfo")) {
-            Ok(s) => parse_zoneinfo(&s).map_err(|e| Error::parse(proc.join("zoneinfo"), e))?,
+            Ok(s) => parse_zoneinfo(&s).map_err(|e| Error::parsed(proc.join("zoneinfo"), e))?,
             Err(_) => BTreeMap::new(),
         };
         let node_dir = root.join("devices/system/node");
         let online_nodes = parse_cpulist(&read(&node_dir.join("online"))?)
-            .map_err(|e| Error::parse(node_dir.join("online"), e))?;
+            .map_err(|e| Error::parsed(node_dir.join("online"), e))?;
         let online_cpus_path = root.join("devices/system/cpu/online");
         let online_cpus = parse_cpulist(&read(&online_cpus_path)?)
-            .map_err(|e| Error::parse(online_cpus_path.clone(), e))?;
+            .map_err(|e| Error::parsed(online_cpus_path.clone(), e))?;
 
         let mut nodes = Vec::with_capacity(online_nodes.len());
         let mut raw_distances = Vec::with_capacity(online_nodes.len());
         for id in online_nodes.iter().copied() {
             let dir = node_dir.join(format!("node{id}"));
             let cpulist = dir.join("cpulist");
-            let mut cpus = parse_cpulist(&read(&cpulist)?).map_err(|e| Error::parse(cpulist, e))?;
+            let mut cpus =
+                parse_cpulist(&read(&cpulist)?).map_err(|e| Error::parsed(cpulist, e))?;
             cpus.retain(|c| online_cpus.binary_search(c).is_ok());
 
             let meminfo_path = dir.join("meminfo");
             let meminfo = parse_node_meminfo(&read(&meminfo_path)?)
-                .map_err(|e| Error::parse(meminfo_path.clone(), e))?;
+                .map_err(|e| Error::parsed(meminfo_path.clone(), e))?;
             let field = |k: &str| meminfo.get(k).copied().unwrap_or(0);
             let mem_total_bytes = meminfo
                 .get("MemTotal")
@@ -169,8 +170,9 @@ impl Topology {
 
             let hugepages = read_pools(&dir.join("hugepages"))?;
             let dist_path = dir.join("distance");
-            raw_distances
-                .push(parse_distances(&read(&dist_path)?).map_err(|e| Error::parse(dist_path, e))?);
+            raw_distances.push(
+                parse_distances(&read(&dist_path)?).map_err(|e| Error::parsed(dist_path, e))?,
+            );
 
             nodes.push(NumaNode {
                 id: NodeId(id),
@@ -221,7 +223,7 @@ impl Topology {
 
         let thp_path = root.join("kernel/mm/transparent_hugepage/enabled");
         let thp = match fs::read_to_string(&thp_path) {
-            Ok(s) => parse_thp_mode(&s).map_err(|e| Error::parse(thp_path, e))?,
+            Ok(s) => parse_thp_mode(&s).map_err(|e| Error::parsed(thp_path, e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => ThpMode::Unsupported,
             Err(source) => {
                 return Err(Error::Sysfs {
@@ -445,8 +447,8 @@ pub fn parse_hugepage_dir_name(name: &str) -> Option<u64> {
 /// Parses a kernel cpulist / nodelist (`0-3,8,10-11`, empty for none) into sorted, unique ids.
 ///
 /// # Errors
-/// A message naming the bad element. Ids above [`MAX_LIST_ID`] are refused.
-pub fn parse_cpulist(s: &str) -> std::result::Result<Vec<u32>, String> {
+/// A [`ParseError`] naming the bad element. Ids above [`MAX_LIST_ID`] are refused.
+pub fn parse_cpulist(s: &str) -> std::result::Result<Vec<u32>, ParseError> {
     let mut out = Vec::new();
     let s = s.trim();
     if s.is_empty() {
@@ -454,28 +456,39 @@ pub fn parse_cpulist(s: &str) -> std::result::Result<Vec<u32>, String> {
     }
     for part in s.split(',') {
         let part = part.trim();
-        let num = |x: &str| -> std::result::Result<u32, String> {
-            let v: u32 = x
-                .trim()
-                .parse()
-                .map_err(|_| format!("{x:?} in list element {part:?} is not a number"))?;
-            if v > MAX_LIST_ID {
-                return Err(format!("id {v} is larger than {MAX_LIST_ID}"));
+        let num = |x: &str| -> std::result::Result<u32, ParseError> {
+            let x = x.trim();
+            if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) {
+                return match x.parse::<u32>() {
+                    Ok(v) if v <= MAX_LIST_ID => Ok(v),
+                    _ => Err(ParseError::TooLarge {
+                        what: "list id",
+                        input: x.to_string(),
+                        limit: MAX_LIST_ID.into(),
+                    }),
+                };
             }
-            Ok(v)
+            Err(ParseError::NotANumber {
+                what: "list element",
+                input: part.to_string(),
+            })
         };
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
                 if a > b {
-                    return Err(format!("range {part:?} runs backwards"));
+                    return Err(ParseError::malformed("list range", part, "runs backwards"));
                 }
                 out.extend(a..=b);
             }
             None => out.push(num(part)?),
         }
         if out.len() > MAX_LIST_ID as usize + 1 {
-            return Err("list names more ids than can exist".into());
+            return Err(ParseError::TooLarge {
+                what: "list",
+                input: s.chars().take(64).collect(),
+                limit: u64::from(MAX_LIST_ID) + 1,
+            });
         }
     }
     out.sort_unstable();
@@ -485,26 +498,7 @@ pub fn parse_cpulist(s: &str) -> std::result::Result<Vec<u32>, String> {
 
 /// Formats ids as a compact cpulist (`0-3,8`), the inverse of [`parse_cpulist`].
 pub fn format_cpulist(ids: &[u32]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let start = ids[i];
-        let mut end = start;
-        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
-            i += 1;
-            end = ids[i];
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
-        } else {
-            out.push_str(&format!("{start}-{end}"));
-        }
-        i += 1;
-    }
-    out
+    crate::units::format_id_list(ids)
 }
 
 /// Parses a per-node meminfo file (`Node 0 MemTotal:   24576000 kB` per line) into a map
@@ -512,17 +506,18 @@ pub fn format_cpulist(ids: &[u32]) -> String {
 /// as plain numbers.
 ///
 /// # Errors
-/// A message naming the first line that does not have the kernel's shape.
-pub fn parse_node_meminfo(s: &str) -> std::result::Result<BTreeMap<String, u64>, String> {
+/// A [`ParseError`] naming the first line that does not have the kernel's shape.
+pub fn parse_node_meminfo(s: &str) -> std::result::Result<BTreeMap<String, u64>, ParseError> {
     let mut out = BTreeMap::new();
     for (no, line) in s.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let bad = || {
-            format!(
-                "line {}: {line:?} is not `Node N Field: value [kB]`",
-                no + 1
+            ParseError::malformed(
+                "node meminfo line",
+                line,
+                format!("line {} is not `Node N Field: value [kB]`", no + 1),
             )
         };
         let rest = line.trim().strip_prefix("Node").ok_or_else(bad)?;
@@ -556,8 +551,8 @@ pub struct ZonePages {
 /// Parses `/proc/zoneinfo` into per-node sums of present and managed pages.
 ///
 /// # Errors
-/// A message naming a malformed `present`/`managed` line or zone header.
-pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, String> {
+/// A [`ParseError`] naming a malformed `present`/`managed` line or zone header.
+pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, ParseError> {
     let mut out: BTreeMap<u32, ZonePages> = BTreeMap::new();
     let mut node = None;
     for line in s.lines() {
@@ -567,7 +562,7 @@ pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, 
                 .next()
                 .and_then(|n| n.trim().parse::<u32>().ok())
                 .filter(|&n| n <= MAX_LIST_ID)
-                .ok_or_else(|| format!("zone header {line:?} has no node id"))?;
+                .ok_or_else(|| ParseError::malformed("zone header", line, "has no node id"))?;
             node = Some(id);
             continue;
         }
@@ -577,10 +572,13 @@ pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, 
         else {
             continue;
         };
-        let v: u64 = v
-            .parse()
-            .map_err(|_| format!("{key} {v:?} is not a number"))?;
-        let n = node.ok_or_else(|| format!("{key} line before any zone header"))?;
+        let v: u64 = v.parse().map_err(|_| ParseError::NotANumber {
+            what: "zoneinfo page count",
+            input: v.to_string(),
+        })?;
+        let n = node.ok_or_else(|| {
+            ParseError::malformed("zoneinfo line", line, "comes before any zone header")
+        })?;
         let z = out.entry(n).or_default();
         if key == "present" {
             z.present_pages = z.present_pages.saturating_add(v);
@@ -594,17 +592,23 @@ pub fn parse_zoneinfo(s: &str) -> std::result::Result<BTreeMap<u32, ZonePages>, 
 /// Parses a node's `distance` file (`10 21 21`).
 ///
 /// # Errors
-/// A message naming the first entry that is not a number.
-pub fn parse_distances(s: &str) -> std::result::Result<Vec<u32>, String> {
+/// A [`ParseError`] naming the first entry that is not a number.
+pub fn parse_distances(s: &str) -> std::result::Result<Vec<u32>, ParseError> {
     let v = s
         .split_whitespace()
         .map(|w| {
-            w.parse()
-                .map_err(|_| format!("distance {w:?} is not a number"))
+            w.parse().map_err(|_| ParseError::NotANumber {
+                what: "distance",
+                input: w.to_string(),
+            })
         })
         .collect::<std::result::Result<Vec<u32>, _>>()?;
     if v.len() > MAX_LIST_ID as usize {
-        return Err("too many distances".into());
+        return Err(ParseError::TooLarge {
+            what: "distance row length",
+            input: v.len().to_string(),
+            limit: MAX_LIST_ID.into(),
+        });
     }
     Ok(v)
 }
@@ -612,17 +616,21 @@ pub fn parse_distances(s: &str) -> std::result::Result<Vec<u32>, String> {
 /// Parses `/sys/kernel/mm/transparent_hugepage/enabled` (`always [madvise] never`).
 ///
 /// # Errors
-/// A message when no mode is bracketed.
-pub fn parse_thp_mode(s: &str) -> std::result::Result<ThpMode, String> {
+/// A [`ParseError`] when no mode is bracketed or it is unknown.
+pub fn parse_thp_mode(s: &str) -> std::result::Result<ThpMode, ParseError> {
     let sel = s
         .split_whitespace()
         .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
-        .ok_or_else(|| format!("no [selected] mode in {:?}", s.trim()))?;
+        .ok_or_else(|| ParseError::malformed("THP mode file", s.trim(), "no [selected] mode"))?;
     match sel {
         "always" => Ok(ThpMode::Always),
         "madvise" => Ok(ThpMode::Madvise),
         "never" => Ok(ThpMode::Never),
-        other => Err(format!("unknown THP mode {other:?}")),
+        other => Err(ParseError::Unknown {
+            what: "THP mode",
+            input: other.to_string(),
+            expected: "always, madvise or never",
+        }),
     }
 }
 

@@ -102,8 +102,91 @@ impl fmt::Display for PageSize {
     }
 }
 
+/// Why a text could not be parsed. The public parsers return it: [`parse_size`],
+/// `PageSize::from_str`, `MemPolicy::from_str` and the kernel-file parsers of
+/// [`crate::topology`]. Each variant names what was being parsed and the offending text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Nothing to parse where something is required.
+    #[error("empty {what}: expected {expected}")]
+    Empty {
+        /// What was being parsed (`size`, `page size`, ...).
+        what: &'static str,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// A word that is not one of the accepted ones.
+    #[error("unknown {what} {input:?}: expected {expected}")]
+    Unknown {
+        /// What was being parsed.
+        what: &'static str,
+        /// The word found.
+        input: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// A number that is not a number.
+    #[error("{what}: {input:?} is not a number")]
+    NotANumber {
+        /// What was being parsed.
+        what: &'static str,
+        /// The text found.
+        input: String,
+    },
+    /// A value beyond what can be represented or is allowed.
+    #[error("{what} {input:?} is too large (the limit is {limit})")]
+    TooLarge {
+        /// What was being parsed.
+        what: &'static str,
+        /// The text found.
+        input: String,
+        /// The largest value allowed.
+        limit: u64,
+    },
+    /// Text whose shape is wrong.
+    #[error("{}", malformed(what, input, problem))]
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// The text found (empty when the problem is about the whole text).
+        input: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn malformed(what: &str, input: &str, problem: &str) -> String {
+    if input.is_empty() {
+        format!("{what}: {problem}")
+    } else {
+        format!("{what} {input:?}: {problem}")
+    }
+}
+
+impl From<String> for ParseError {
+    /// A problem with a file's contents as a whole, described in words.
+    fn from(problem: String) -> Self {
+        ParseError::Malformed {
+            what: "contents",
+            input: String::new(),
+            problem,
+        }
+    }
+}
+
+impl ParseError {
+    pub(crate) fn malformed(what: &'static str, input: &str, problem: impl Into<String>) -> Self {
+        ParseError::Malformed {
+            what,
+            input: input.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
 impl FromStr for PageSize {
-    type Err = String;
+    type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "4k" | "4kib" | "base" => Ok(PageSize::Base4K),
@@ -111,9 +194,11 @@ impl FromStr for PageSize {
             "2m" | "2mib" | "2mb" => Ok(PageSize::Huge2M),
             "1g" | "1gib" | "1gb" => Ok(PageSize::Huge1G),
             "auto" => Ok(PageSize::Auto),
-            other => Err(format!(
-                "unknown page size {other:?}: expected one of 4k, thp, 2m, 1g, auto"
-            )),
+            other => Err(ParseError::Unknown {
+                what: "page size",
+                input: other.to_string(),
+                expected: "one of 4k, thp, 2m, 1g, auto",
+            }),
         }
     }
 }
@@ -133,11 +218,21 @@ pub fn base_page_size() -> usize {
 /// powers of 1024, as memory is sized. Fractions must come out to a whole number of bytes.
 ///
 /// # Errors
-/// Returns a message naming what was wrong with the string.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// A [`ParseError`] naming what was wrong with the string.
+pub fn parse_size(s: &str) -> Result<u64, ParseError> {
+    const WHAT: &str = "size";
+    let bad = |problem: &str| ParseError::malformed(WHAT, s, problem);
+    let too_large = || ParseError::TooLarge {
+        what: WHAT,
+        input: s.to_string(),
+        limit: u64::MAX,
+    };
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty size: expected e.g. 512MiB, 8GiB or a number of bytes".into());
+        return Err(ParseError::Empty {
+            what: WHAT,
+            expected: "e.g. 512MiB, 8GiB or a number of bytes",
+        });
     }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
@@ -145,7 +240,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let num: String = num.chars().filter(|&c| c != '_').collect();
     if !num.bytes().any(|b| b.is_ascii_digit()) {
-        return Err(format!("size {s:?} has no number"));
+        return Err(bad("has no number"));
     }
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -154,9 +249,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
         other => {
-            return Err(format!(
-                "size {s:?} has unknown unit {other:?}: use B, KiB, MiB, GiB or TiB"
-            ))
+            return Err(ParseError::Unknown {
+                what: "unit",
+                input: other.to_string(),
+                expected: "B, KiB, MiB, GiB or TiB",
+            })
         }
     };
     let (int, frac) = match num.split_once('.') {
@@ -164,36 +261,56 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         None => (num.as_str(), ""),
     };
     if frac.contains('.') {
-        return Err(format!("size {s:?} has more than one decimal point"));
+        return Err(bad("has more than one decimal point"));
     }
     let int: u64 = if int.is_empty() {
         0
     } else {
-        int.parse()
-            .map_err(|_| format!("size {s:?}: {int:?} is not a number"))?
+        int.parse().map_err(|_| too_large())?
     };
-    let whole = int
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {s:?} overflows 64 bits"))?;
+    let whole = int.checked_mul(1u64 << shift).ok_or_else(too_large)?;
     if frac.is_empty() {
         return Ok(whole);
     }
     // Exact decimal fraction: frac / 10^len * 2^shift must be an integer.
     if frac.len() > 18 {
-        return Err(format!("size {s:?} has too many decimals"));
+        return Err(bad("has too many decimals"));
     }
     let denom = 10u128.pow(frac.len() as u32);
-    let f: u128 = frac
-        .parse()
-        .map_err(|_| format!("size {s:?}: {frac:?} is not a number"))?;
+    let f: u128 = frac.parse().map_err(|_| ParseError::NotANumber {
+        what: WHAT,
+        input: frac.to_string(),
+    })?;
     let scaled = f * (1u128 << shift);
     if scaled % denom != 0 {
-        return Err(format!("size {s:?} is not a whole number of bytes"));
+        return Err(bad("is not a whole number of bytes"));
     }
-    let part = u64::try_from(scaled / denom).map_err(|_| format!("size {s:?} overflows"))?;
-    whole
-        .checked_add(part)
-        .ok_or_else(|| format!("size {s:?} overflows 64 bits"))
+    let part = u64::try_from(scaled / denom).map_err(|_| too_large())?;
+    whole.checked_add(part).ok_or_else(too_large)
+}
+
+/// Formats sorted ids as a compact kernel list (`0-3,8`); `topology::format_cpulist` is this.
+pub fn format_id_list(ids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        let mut end = start;
+        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+            i += 1;
+            end = ids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}-{end}"));
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Formats a byte count with the largest binary unit that keeps it readable (`8 GiB`,

@@ -145,7 +145,7 @@ enum State {
     /// (and a running guest) may still point into it.
     Failed {
         _mapping: crate::reservation::HeldMapping,
-        message: String,
+        cause: std::sync::Arc<Error>,
         progress: PopulateProgress,
     },
     /// Transient, while `wait` turns `Pending` into `Ready`/`Failed` under the lock.
@@ -267,17 +267,17 @@ impl RegionOwner {
     ///
     /// # Errors
     /// The workers' [`Error::Populate`] or [`Error::Misplaced`] to the first caller that sees
-    /// the failure, [`Error::GuestPopulation`] with the same message to later ones.
+    /// the failure, [`Error::GuestPopulation`] with the same error as its source to later ones.
     pub fn wait(&self) -> Result<Report> {
         loop {
             {
                 let mut st = self.lock();
                 match &*st {
                     State::Ready(r) => return Ok(r.report().clone()),
-                    State::Failed { message, .. } => {
+                    State::Failed { cause, .. } => {
                         return Err(Error::GuestPopulation {
                             guest_addr: self.guest_addr,
-                            message: message.clone(),
+                            source: std::sync::Arc::clone(cause),
                         })
                     }
                     State::Pending(p) if p.is_finished() => {
@@ -296,7 +296,7 @@ impl RegionOwner {
                                 let (e, mapping) = *failed;
                                 *st = State::Failed {
                                     _mapping: mapping,
-                                    message: e.to_string(),
+                                    cause: std::sync::Arc::new(copy_of_population_error(&e)),
                                     progress,
                                 };
                                 return Err(e);
@@ -309,6 +309,61 @@ impl RegionOwner {
             // Poll rather than join under the lock, so progress() stays answerable meanwhile.
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// A copy of an error a background population returned, for the waiters after the first (the
+/// first gets the original). Population fails with these variants only; anything else is kept
+/// as its message.
+fn copy_of_population_error(e: &Error) -> Error {
+    match e {
+        Error::Populate {
+            offset,
+            len,
+            errno,
+            page_size,
+            nodes,
+        } => Error::Populate {
+            offset: *offset,
+            len: *len,
+            errno: *errno,
+            page_size: *page_size,
+            nodes: nodes.clone(),
+        },
+        Error::Misplaced {
+            expected,
+            misplaced,
+            placement,
+        } => Error::Misplaced {
+            expected: expected.clone(),
+            misplaced: *misplaced,
+            placement: placement.clone(),
+        },
+        Error::InterleaveUneven {
+            page_size,
+            nodes,
+            placement,
+            share,
+            short_nodes,
+        } => Error::InterleaveUneven {
+            page_size: *page_size,
+            nodes: nodes.clone(),
+            placement: placement.clone(),
+            share: *share,
+            short_nodes: short_nodes.clone(),
+        },
+        Error::PopulationCancelled => Error::PopulationCancelled,
+        Error::Sys { call, source } => Error::Sys {
+            call,
+            source: match source.raw_os_error() {
+                Some(n) => std::io::Error::from_raw_os_error(n),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
+        },
+        other => Error::Sys {
+            call: "populate",
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
@@ -465,15 +520,17 @@ impl<B: Bitmap> Layout<B> {
     /// (`is_hugetlbfs() == Some(true)`), others `Some(false)`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an empty layout; [`Error::GuestLayout`] for a region whose
+    /// [`Error::EmptyLayout`] for an empty layout, [`Error::VmMemory`] if vm-memory refuses it; [`Error::GuestLayout`] for a region whose
     /// guest address is not aligned to [`guest_alignment`] of its page size, that ends past
     /// the 64-bit guest address space, or that overlaps another. The reservations are
     /// released (unmapped, pool pages returned) on every error.
     pub fn build(self) -> Result<NumaGuestMemory<B>> {
         let regions = self.build_regions()?;
         // Checked by build_regions: sorted, non-empty, non-overlapping; vm-memory checks again.
-        GuestMemoryMmap::from_regions(regions)
-            .map_err(|e| Error::InvalidConfig(format!("vm-memory refused the layout: {e}")))
+        GuestMemoryMmap::from_regions(regions).map_err(|e| Error::VmMemory {
+            what: "the layout",
+            reason: e.to_string(),
+        })
     }
 
     /// Like [`Layout::build`], but returns the regions (sorted by guest address) instead of a
@@ -484,9 +541,7 @@ impl<B: Bitmap> Layout<B> {
     /// As [`Layout::build`]; overlap is checked among these regions only.
     pub fn build_regions(self) -> Result<Vec<NumaGuestRegion<B>>> {
         if self.regions.is_empty() {
-            return Err(Error::InvalidConfig(
-                "a guest memory layout needs at least one region".into(),
-            ));
+            return Err(Error::EmptyLayout);
         }
         // Check everything before building anything.
         let mut spans = Vec::with_capacity(self.regions.len());
@@ -617,7 +672,10 @@ fn make_region<B: Bitmap>(
             .with_hugetlbfs(hugetlb)
             .build()
     }
-    .map_err(|e| Error::InvalidConfig(format!("vm-memory refused the mapping: {e}")))?;
+    .map_err(|e| Error::VmMemory {
+        what: "the mapping",
+        reason: e.to_string(),
+    })?;
     GuestRegionMmap::new(mmap, guest_addr).ok_or_else(|| Error::GuestLayout {
         index,
         guest_addr: guest_addr.0,
@@ -695,7 +753,7 @@ mod tests {
         );
         assert!(matches!(
             Layout::new().build().unwrap_err(),
-            Error::InvalidConfig(_)
+            Error::EmptyLayout
         ));
     }
 }

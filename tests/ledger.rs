@@ -233,7 +233,16 @@ fn symlinks_are_not_followed() {
     std::fs::write(&target.0, b"x").unwrap();
     std::os::unix::fs::symlink(&target.0, &p.0).unwrap();
     let e = Ledger::open_existing(&p.0).unwrap_err();
-    assert!(matches!(e, Error::LedgerIo { op: "open", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::LedgerNotAFile {
+                kind: "symbolic link",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(std::fs::read(&target.0).unwrap(), b"x");
 }
 

@@ -41,10 +41,10 @@ fn memlock_limit_is_a_typed_error() {
     if std::env::var_os(CHILD_ENV).is_some() {
         // The restricted child.
         assert!(
-            !numapin::sys::has_cap_ipc_lock(),
+            !numapin::process::has_cap_ipc_lock(),
             "CAP_IPC_LOCK was not dropped"
         );
-        assert_eq!(numapin::sys::memlock_limit(), LIMIT);
+        assert_eq!(numapin::process::memlock_limit(), LIMIT);
         let before = std::fs::read_to_string("/proc/self/maps")
             .unwrap()
             .lines()

@@ -354,7 +354,7 @@ fn absent_and_bad_requests_are_refused_before_mapping() {
         .page_size(PageSize::Base4K)
         .build()
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+    assert!(matches!(e, Error::ZeroThreads), "{e}");
 }
 
 #[test]

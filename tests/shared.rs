@@ -217,9 +217,9 @@ fn another_process_adopts_1g_without_a_new_page_and_fast() {
 #[test]
 fn a_4k_shared_reservation_is_shmem_and_adopted_locked() {
     let _lock = pools_exclusive();
-    let lim = numapin::sys::memlock_limit();
+    let lim = numapin::process::memlock_limit();
     if !need(
-        lim >= 64 << 20 || numapin::sys::has_cap_ipc_lock(),
+        lim >= 64 << 20 || numapin::process::has_cap_ipc_lock(),
         "RLIMIT_MEMLOCK below 64 MiB and no CAP_IPC_LOCK",
     ) {
         return;

@@ -291,7 +291,7 @@ fn a_failed_population_keeps_the_memory_until_the_region_goes() {
     assert!(matches!(e, Error::Populate { .. }), "{e}");
     let again = owner.wait().unwrap_err();
     assert!(
-        matches!(&again, Error::GuestPopulation { guest_addr: 0, message } if *message == e.to_string()),
+        matches!(&again, Error::GuestPopulation { guest_addr: 0, source } if source.to_string() == e.to_string() && matches!(**source, Error::Populate { .. })),
         "{again}"
     );
     assert!(!owner.is_populated());

@@ -1,7 +1,8 @@
 //! What a ledger is made of: its classes (capacity, reserve, headroom, limit) and the
 //! configuration of a new ledger file.
 
-use super::table::MAX_BYTES;
+use super::table::{MAX_BYTES, MAX_SLOTS};
+use crate::error::{Error, Result};
 use crate::topology::Topology;
 use crate::units::NodeId;
 
@@ -99,22 +100,60 @@ pub struct LedgerConfig {
 }
 
 impl LedgerConfig {
-    /// The defaults, overridden by `NUMAPIN_LEDGER_SLOTS` (VM records),
-    /// `NUMAPIN_LEDGER_HEADROOM_PPM` (headroom in millionths of capacity) and
-    /// `NUMAPIN_LEDGER_GID` (group allowed to use the file) where set to a number.
-    pub fn from_env() -> LedgerConfig {
-        fn num(k: &str) -> Option<u64> {
-            std::env::var(k).ok()?.trim().parse().ok()
-        }
+    /// The defaults, overridden by `NUMAPIN_LEDGER_SLOTS` (VM records, 1..=4095),
+    /// `NUMAPIN_LEDGER_HEADROOM_PPM` (headroom in millionths of capacity, 0..=1000000) and
+    /// `NUMAPIN_LEDGER_GID` (the group allowed to share the file) where set and not empty.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`] for a value that is not a number in range: nothing falls back
+    /// silently to a default.
+    pub fn from_env() -> Result<LedgerConfig> {
         let d = LedgerConfig::default();
-        LedgerConfig {
-            slots: num("NUMAPIN_LEDGER_SLOTS")
-                .map_or(d.slots, |v| v.min(u64::from(u32::MAX)) as u32),
-            headroom_ppm: num("NUMAPIN_LEDGER_HEADROOM_PPM")
-                .map_or(d.headroom_ppm, |v| v.min(1_000_000) as u32),
+        Ok(LedgerConfig {
+            slots: env_num(
+                "NUMAPIN_LEDGER_SLOTS",
+                1,
+                MAX_SLOTS,
+                "a number of VM records from 1 to 4095",
+            )?
+            .map_or(d.slots, |v| v as u32),
+            headroom_ppm: env_num(
+                "NUMAPIN_LEDGER_HEADROOM_PPM",
+                0,
+                1_000_000,
+                "millionths of capacity from 0 to 1000000 (100000 = 10%)",
+            )?
+            .map_or(d.headroom_ppm, |v| v as u32),
             base_reserve_bytes: d.base_reserve_bytes,
-            group: num("NUMAPIN_LEDGER_GID").map(|g| g as u32).or(d.group),
-        }
+            group: env_num(
+                "NUMAPIN_LEDGER_GID",
+                0,
+                u64::from(u32::MAX - 1),
+                "a numeric group id",
+            )?
+            .map(|g| g as u32)
+            .or(d.group),
+        })
+    }
+}
+
+/// A numeric environment variable in `lo..=hi`; `None` when unset or empty.
+fn env_num(var: &'static str, lo: u64, hi: u64, expected: &'static str) -> Result<Option<u64>> {
+    let Some(raw) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let bad = || Error::InvalidEnv {
+        var,
+        value: raw.to_string_lossy().into_owned(),
+        expected,
+    };
+    let s = raw.to_str().ok_or_else(bad)?.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+        _ => Err(bad()),
     }
 }
 

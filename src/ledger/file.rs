@@ -11,6 +11,8 @@ use super::table::{
     H_CLASSES, H_LEN, H_MAGIC, H_PIDNS, H_SLOTS, H_VERSION, MAGIC, VERSION,
 };
 #[cfg(not(loom))]
+use super::trust;
+#[cfg(not(loom))]
 use super::LedgerConfig;
 use super::{invalid, ClassSpec, Ledger};
 use crate::error::{Error, Result};
@@ -25,7 +27,7 @@ impl Ledger {
     /// As [`Ledger::open_existing`] and [`Ledger::create`].
     #[cfg(not(loom))]
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
-        Self::open_or_create(path, &LedgerConfig::from_env())
+        Self::open_or_create(path, &LedgerConfig::from_env()?)
     }
 
     /// Under loom there are no files: the models use [`Ledger::in_memory`].
@@ -41,14 +43,16 @@ impl Ledger {
     }
 
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
-    /// topology) if it does not exist.
+    /// topology) if it does not exist — and its directory (one level, mode 0755) if that is
+    /// missing, as `/run/numapin` is after boot.
     ///
     /// # Errors
     /// As [`Ledger::open_existing`] and [`Ledger::create`].
     #[cfg(not(loom))]
     pub fn open_or_create(path: impl AsRef<Path>, config: &LedgerConfig) -> Result<Ledger> {
         let path = path.as_ref();
-        match Self::open_existing(path) {
+        trust::ensure_dir(path)?;
+        match Self::open_existing_with(path, config.group) {
             Err(Error::LedgerIo { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -61,33 +65,48 @@ impl Ledger {
         }
     }
 
-    /// Opens an existing ledger file and validates it: magic, version, geometry against the
-    /// file's size, pid namespace, every class descriptor. Never creates. This is the entry
-    /// point for untrusted files: any content gives a ledger or an error, never a panic.
+    /// Opens an existing ledger file and validates it: who may write it and its directory
+    /// (the trust model, with the group from `NUMAPIN_LEDGER_GID`), magic, version, geometry
+    /// against the file's size, pid namespace, every class descriptor. Never creates. This is
+    /// the entry point for untrusted files: any content gives a ledger or an error, never a
+    /// panic.
     ///
     /// # Errors
     /// [`Error::LedgerIo`] if it cannot be opened (not found, permissions, a symlink: the file
-    /// is opened with `O_NOFOLLOW`), [`Error::LedgerInvalid`] if it is not a valid ledger.
+    /// is opened with `O_NOFOLLOW`), [`Error::LedgerNotAFile`], [`Error::LedgerUntrusted`],
+    /// [`Error::InvalidEnv`], [`Error::LedgerInvalid`] if it is not a valid ledger.
     #[cfg(not(loom))]
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Ledger> {
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-        let path = path.as_ref();
+        Self::open_existing_with(path.as_ref(), LedgerConfig::from_env()?.group)
+    }
+
+    #[cfg(not(loom))]
+    fn open_existing_with(path: &Path, group: Option<u32>) -> Result<Ledger> {
+        use std::os::unix::fs::OpenOptionsExt;
         let io = |op, source| Error::LedgerIo {
             path: path.to_path_buf(),
             op,
             source,
         };
+        // Look before opening: a FIFO would block the open, a device would be opened.
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            if !md.file_type().is_file() {
+                return Err(Error::LedgerNotAFile {
+                    path: path.to_path_buf(),
+                    kind: trust::kind(md.file_type()),
+                });
+            }
+        }
+        trust::check_dir(path)?;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| io("open", e))?;
+        // Then the descriptor itself: what is checked is what is mapped.
         let md = f.metadata().map_err(|e| io("fstat", e))?;
-        let ft = md.file_type();
-        if !ft.is_file() || ft.is_fifo() {
-            return Err(invalid(Some(path), "not a regular file"));
-        }
+        trust::check_file(path, &md, group)?;
         let len = md.len();
         let min = table::HEADER_LEN as u64;
         let max = Geometry::new(table::MAX_CLASSES, table::MAX_SLOTS).map_or(0, |g| g.len() as u64);
@@ -99,6 +118,15 @@ impl Ledger {
         }
         let region = crate::sys::SharedRegion::map_file(&f, len as usize)
             .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e)))?;
+        // The size once more, now that it is mapped: a file truncated between the `fstat` and
+        // the `mmap` would fault on access (only its owner or root can still do that).
+        let now = f.metadata().map_err(|e| io("fstat", e))?.len();
+        if now != len {
+            return Err(invalid(
+                Some(path),
+                &format!("its size changed from {len} to {now} bytes while it was opened"),
+            ));
+        }
         let t = validate(Region(region), Some(path))?;
         let b = beacons(&t.geo, f, Some(path));
         Ledger::from_table(t, Some(path.to_path_buf()), b)
@@ -126,6 +154,7 @@ impl Ledger {
             source,
         };
         let geo = check_classes(classes, config.slots)?;
+        trust::check_dir(path)?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(
             ".tmp.{}.{}",
@@ -167,7 +196,7 @@ impl Ledger {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io("link", e)),
             }
-            Self::open_existing(path)
+            Self::open_existing_with(path, config.group)
         })();
         let _ = std::fs::remove_file(&tmp);
         r

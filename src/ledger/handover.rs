@@ -269,7 +269,11 @@ mod tests {
         drop(h); // no copy anywhere: the holder is dead
         assert_eq!(l.reap().unwrap(), 1);
         assert_eq!(reserved(&l), 0);
-        let e = l.take_over(slot, owner, std::fs::File::open("/dev/null").unwrap().into());
+        let e = l.take_over(
+            slot,
+            owner,
+            std::fs::File::open("/dev/null").unwrap().into(),
+        );
         assert!(matches!(e, Err(Error::HandoverRefused { .. })), "{e:?}");
     }
 

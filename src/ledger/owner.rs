@@ -222,6 +222,13 @@ mod sim {
         }
     }
 
+    impl Beacon {
+        /// There is no descriptor under loom.
+        pub(crate) fn keep_across_exec(&self) -> std::io::Result<std::os::fd::RawFd> {
+            Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+        }
+    }
+
     impl Drop for Beacon {
         fn drop(&mut self) {
             // Release: everything the holder wrote before it "died" or freed the slot.

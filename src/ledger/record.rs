@@ -270,7 +270,6 @@ impl VmRecord {
     ///
     /// # Errors
     /// [`Error::LedgerIo`] if `fcntl(F_SETFD)` fails.
-    #[cfg(not(loom))]
     pub fn keep_across_exec(&self) -> Result<std::os::fd::RawFd> {
         let b = self.beacon.as_ref().ok_or_else(|| Error::LedgerIo {
             path: self.ledger.display_path(),

@@ -163,7 +163,7 @@ pub fn holdback_indexed(
     let mut touched: Vec<usize> = Vec::new();
     let mut failed_host = vec![false; nh];
     let mut broken = false;
-    let (k, _, verdict) = for_each_scenario(fleet, k, budget, |sc| {
+    let (k, _, verdict) = for_each_scenario(fleet, k, budget, u64::MAX, |sc| {
         let ScenarioOutcome::Guaranteed { witness, .. } = &sc.outcome else {
             broken = true;
             return;

@@ -429,6 +429,57 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// The fleet as one snapshot per host (capacity taken as the limit; VM pids are their
+    /// indices), e.g. to write synthetic fleets as `numapin status --json` files.
+    /// `Fleet::from_snapshots(&f.snapshots())` gives back `f`.
+    pub fn snapshots(&self) -> Vec<Snapshot> {
+        use crate::snapshot::{ClassSnapshot, NodeSnapshot, VmReservation, VmSnapshot};
+        let mut out: Vec<Snapshot> = self
+            .hosts
+            .iter()
+            .map(|h| Snapshot {
+                host: h.name.clone(),
+                host_id: h.host_id.clone(),
+                nodes: h
+                    .nodes()
+                    .map(|n| NodeSnapshot {
+                        id: self.nodes[n].id,
+                        classes: (0..self.classes.len())
+                            .filter(|&c| self.nodes[n].limit[c] > 0)
+                            .map(|c| ClassSnapshot {
+                                page_size_bytes: self.classes[c],
+                                capacity_bytes: self.nodes[n].limit[c],
+                                limit_bytes: self.nodes[n].limit[c],
+                                reserved_bytes: self.nodes[n].reserved[c],
+                                available_bytes: self.nodes[n].limit[c] - self.nodes[n].reserved[c],
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                vms: Vec::new(),
+            })
+            .collect();
+        for (i, vm) in self.vms.iter().enumerate() {
+            out[vm.host].vms.push(VmSnapshot {
+                name: vm.name.clone(),
+                pid: u32::try_from(i).unwrap_or(u32::MAX),
+                reservations: vm
+                    .charges
+                    .iter()
+                    .map(|&(n, c, bytes)| VmReservation {
+                        node: self.nodes[n].id,
+                        page_size_bytes: self.classes[c],
+                        bytes,
+                    })
+                    .collect(),
+                guest_used_peak_bytes: vm.guest_used_peak,
+                single_node: Some(vm.single_node),
+                ..VmSnapshot::default()
+            });
+        }
+        out
+    }
+
     /// Free bytes of class `c` on node `n` (whole pages).
     pub fn free(&self, n: usize, c: usize) -> u64 {
         self.nodes[n].free(c, self.classes[c])

@@ -30,6 +30,10 @@ pub struct PlanOptions {
     pub place: Option<(u64, u64)>,
     /// Compute the failover hold-back per host, node and class.
     pub holdback: bool,
+    /// List each scenario's displaced VMs and placement by name (what JSON and `--witness`
+    /// show); without, scenarios carry only counts, which saves most of the naming work on
+    /// large fleets.
+    pub details: bool,
 }
 
 impl Default for PlanOptions {
@@ -43,6 +47,7 @@ impl Default for PlanOptions {
             ha: false,
             place: None,
             holdback: false,
+            details: true,
         }
     }
 }
@@ -111,7 +116,9 @@ pub struct FailoverSummary {
     /// Scenarios in total (`C(hosts, k)`).
     pub total_scenarios: u64,
     /// Scenarios evaluated.
-    pub evaluated_scenarios: usize,
+    pub evaluated_scenarios: u64,
+    /// Guaranteed scenarios evaluated but not listed (beyond the budget's witnesses).
+    pub unlisted_guaranteed: u64,
     /// The evaluated scenarios.
     pub scenarios: Vec<NamedScenario>,
 }
@@ -122,8 +129,10 @@ pub struct FailoverSummary {
 pub struct NamedScenario {
     /// The failed hosts.
     pub failed: Vec<String>,
-    /// The VMs to re-place.
+    /// The VMs to re-place (empty without [`PlanOptions::details`]).
     pub displaced: Vec<String>,
+    /// How many VMs there are to re-place.
+    pub displaced_vms: usize,
     /// What they need, all classes together.
     pub demand_bytes: u64,
     /// Whether a guaranteed outcome kept its witness.
@@ -288,11 +297,11 @@ pub fn target_name(f: &Fleet, t: Target) -> String {
     }
 }
 
-fn named_outcome(f: &Fleet, o: &ScenarioOutcome) -> NamedOutcome {
+fn named_outcome(f: &Fleet, o: &ScenarioOutcome, details: bool) -> NamedOutcome {
     match o {
         ScenarioOutcome::Guaranteed { method, witness } => NamedOutcome::Guaranteed {
             method: *method,
-            moves: witness
+            moves: witness[..if details { witness.len() } else { 0 }]
                 .iter()
                 .map(|m| NamedMove {
                     vm: f.vms[m.vm].name.clone(),
@@ -319,22 +328,28 @@ fn named_outcome(f: &Fleet, o: &ScenarioOutcome) -> NamedOutcome {
     }
 }
 
-/// The N+k report with names.
-pub fn name_failover(f: &Fleet, r: &FailoverReport) -> FailoverSummary {
+/// The N+k report with names; `details`: see [`PlanOptions::details`].
+pub fn name_failover(f: &Fleet, r: &FailoverReport, details: bool) -> FailoverSummary {
     FailoverSummary {
         k: r.k,
         verdict: r.verdict,
         total_scenarios: r.total_scenarios,
-        evaluated_scenarios: r.scenarios.len(),
+        evaluated_scenarios: r.scenarios.len() as u64 + r.unlisted_guaranteed,
+        unlisted_guaranteed: r.unlisted_guaranteed,
         scenarios: r
             .scenarios
             .iter()
             .map(|s| NamedScenario {
                 failed: s.failed.iter().map(|&h| f.hosts[h].name.clone()).collect(),
-                displaced: s.displaced.iter().map(|&v| f.vms[v].name.clone()).collect(),
+                displaced: if details {
+                    s.displaced.iter().map(|&v| f.vms[v].name.clone()).collect()
+                } else {
+                    Vec::new()
+                },
+                displaced_vms: s.displaced.len(),
                 demand_bytes: s.demand_bytes,
                 witness_kept: s.witness_kept,
-                outcome: named_outcome(f, &s.outcome),
+                outcome: named_outcome(f, &s.outcome, details),
             })
             .collect(),
     }
@@ -452,7 +467,7 @@ pub fn plan(fleet: &Fleet, opts: &PlanOptions) -> Result<PlanReport> {
         .then(|| holdback::holdback(fleet, opts.k, &opts.budget));
     Ok(PlanReport {
         summary: summary(fleet),
-        failover: name_failover(fleet, &report),
+        failover: name_failover(fleet, &report, opts.details),
         headroom,
         rightsize,
         ha,

@@ -846,12 +846,20 @@ mod tests {
                 count: 8
             }
         );
-        for bad in ["0:2m", "x:2m:1x2MiB", "0:auto:1x2MiB", "0:2m:1x3MiB", "0:2m:ax2MiB", "0:1g:1x0"] {
+        for bad in [
+            "0:2m",
+            "x:2m:1x2MiB",
+            "0:auto:1x2MiB",
+            "0:2m:1x3MiB",
+            "0:2m:ax2MiB",
+            "0:1g:1x0",
+        ] {
             let e = bad.parse::<PoolTarget>().unwrap_err();
             assert!(e.contains("NODE:PAGE:COUNTxSIZE"), "{bad}: {e}");
         }
         let j: PoolTarget =
-            serde_json::from_str(r#"{"node":0,"page_size":"2m","chunk":"64MiB","count":2}"#).unwrap();
+            serde_json::from_str(r#"{"node":0,"page_size":"2m","chunk":"64MiB","count":2}"#)
+                .unwrap();
         assert_eq!(j.chunk, 64 << 20);
     }
 

@@ -157,7 +157,8 @@ impl ReservationBuilder {
     /// topology given to [`ReservationBuilder::topology`] if any) and decides on them.
     ///
     /// # Errors
-    /// [`Error::InvalidSize`], [`Error::InvalidConfig`], [`Error::NodeAbsent`],
+    /// [`Error::InvalidSize`], [`Error::NoNodeWithMemory`], [`Error::PopulateCpusNotAllowed`],
+    /// [`Error::ZeroThreads`], [`Error::NodeAbsent`],
     /// [`Error::NodeWithoutMemory`], [`Error::HugepagesShort`],
     /// [`Error::HugepagesShortOnNodes`], [`Error::NodeMemoryShort`], [`Error::CgroupLimit`],
     /// [`Error::MemlockLimit`], [`Error::ThpUnavailable`], [`Error::NodesNotAllowed`],

@@ -14,6 +14,9 @@ use crate::units::{NodeId, PageSize};
 /// An owned mapping, unmapped on drop: private anonymous memory, or (a shared reservation) the
 /// whole of a sealed memory file mapped `MAP_SHARED`, whose descriptor it also owns (closed
 /// after the unmap; the pages live on for as long as another descriptor or mapping does).
+///
+/// Invariant: `ptr..ptr+len` is a mapping created by this crate, owned by this value alone,
+/// and readable and writable for as long as the value lives.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     pub(super) ptr: NonNull<u8>,
@@ -27,6 +30,27 @@ unsafe impl Send for Mapping {}
 // SAFETY: `&Mapping` only hands out `&[u8]` or the raw address; Rust's borrow rules on
 // `Reservation` keep writes exclusive.
 unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// The mapping as bytes.
+    pub(super) fn as_slice(&self) -> &[u8] {
+        // SAFETY: per the type invariant the range is mapped readable for the life of `self`,
+        // and the only mutable access goes through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The mapping as mutable bytes.
+    pub(super) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: per the type invariant the range is mapped read-write for the life of
+        // `self`, and `&mut self` guarantees this is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+/// The kernel's node mask of these nodes.
+fn node_mask(nodes: &[NodeId]) -> NodeMask {
+    NodeMask::new(&nodes.iter().map(|n| n.0).collect::<Vec<u32>>())
+}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
@@ -139,7 +163,7 @@ pub(super) fn pool_short_at(plan: &Plan, facts: &HostFacts) -> Error {
 fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let bind_at_map = plan.policy == MemPolicy::Bind;
     let nodes = &plan.nodes;
-    let mask = NodeMask::new(nodes);
+    let mask = node_mask(nodes);
     std::thread::scope(|s| {
         s.spawn(|| {
             if bind_at_map {
@@ -250,7 +274,7 @@ pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
     let len = map.len;
 
     // Bind before the first fault.
-    let mask = NodeMask::new(&plan.nodes);
+    let mask = node_mask(&plan.nodes);
     let flags = if plan.policy == MemPolicy::Bind {
         sys::MPOL_MF_STRICT | sys::MPOL_MF_MOVE
     } else {

@@ -19,6 +19,7 @@ mod background;
 mod builder;
 mod facts;
 mod many;
+#[allow(unsafe_code)] // the owned mapping: munmap on drop, Send/Sync
 mod map;
 mod populate;
 mod preflight;
@@ -65,15 +66,17 @@ impl MemPolicy {
 }
 
 impl std::str::FromStr for MemPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = crate::units::ParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "bind" => Ok(MemPolicy::Bind),
             "preferred" => Ok(MemPolicy::Preferred),
             "interleave" => Ok(MemPolicy::Interleave),
-            o => Err(format!(
-                "unknown policy {o:?}: expected bind, preferred or interleave"
-            )),
+            o => Err(crate::units::ParseError::Unknown {
+                what: "policy",
+                input: o.to_string(),
+                expected: "bind, preferred or interleave",
+            }),
         }
     }
 }
@@ -177,12 +180,10 @@ impl Plan {
     /// whole pages, as interleave places them).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidConfig`] if the page size is not concrete (`Auto`).
+    /// [`crate::Error::PageSizeAuto`] if the page size is not concrete (`Auto`).
     pub fn ledger_parts(&self) -> crate::Result<Vec<(NodeId, u64, u64)>> {
-        let class = crate::ledger::class_of(self.page_size).ok_or_else(|| {
-            crate::Error::InvalidConfig(
-                "the plan's page size must be concrete to charge the ledger".into(),
-            )
+        let class = crate::ledger::class_of(self.page_size).ok_or(crate::Error::PageSizeAuto {
+            what: "a ledger charge",
         })?;
         let page = self.page_size.bytes().map_or(4096, |b| b as u64).max(1);
         let nodes = if self.nodes.is_empty() {
@@ -410,16 +411,12 @@ impl Reservation {
 
     /// The region as bytes.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: per type invariant the range is mapped readable for the life of `self`, and
-        // the only mutable access goes through `&mut self`.
-        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr(), self.map.len) }
+        self.map.as_slice()
     }
 
     /// The region as mutable bytes.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: per type invariant the range is mapped read-write for the life of `self`, and
-        // `&mut self` guarantees this is the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr(), self.map.len) }
+        self.map.as_mut_slice()
     }
 
     /// What was reserved, where, and how long it took.

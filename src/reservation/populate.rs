@@ -77,7 +77,7 @@ pub(super) fn populate_and_verify(
         ));
     }
     r.map_err(|c| match c.errno {
-        libc::ECANCELED => Error::InvalidConfig("population cancelled".into()),
+        libc::ECANCELED => Error::PopulationCancelled,
         libc::EINVAL if plan.page_size.is_hugetlb() => {
             Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno)
         }

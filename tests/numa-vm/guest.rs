@@ -28,7 +28,7 @@ const MIB: u64 = 1 << 20;
 /// Runs every scenario of the spec in `/numavm.spec`, printing one result line each.
 pub fn main() {
     let spec = Spec::from_text(&std::fs::read_to_string("/numavm.spec").expect("/numavm.spec"));
-    let all = numapin::sys::affinity().expect("affinity");
+    let all = numapin::process::affinity().expect("affinity");
     for name in spec.scenarios() {
         let t = Instant::now();
         let r =
@@ -42,7 +42,7 @@ pub fn main() {
                 ))
             });
         // Scenarios may pin this thread or change pools; put both back for the next one.
-        let _ = numapin::sys::set_affinity(&all);
+        let _ = numapin::process::set_thread_affinity(&all);
         restore_pools(&spec);
         let (ok, detail) = match r {
             Ok(d) => (1, d),
@@ -857,7 +857,7 @@ fn many(spec: &Spec) -> Check {
 }
 
 fn pinned_default(cpu: u32) -> Result<Reservation, String> {
-    numapin::sys::set_affinity(&[cpu]).map_err(|e| format!("pin to cpu {cpu}: errno {e}"))?;
+    numapin::process::set_thread_affinity(&[cpu]).map_err(|e| format!("pin to cpu {cpu}: {e}"))?;
     Reservation::builder(4 * MIB)
         .page_size(PageSize::Base4K)
         .build()

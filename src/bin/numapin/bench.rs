@@ -17,6 +17,7 @@ use numapin::{format_bytes, PageSize, Reservation, ThpMode, Topology};
 
 use crate::CliError;
 
+mod shared_rows;
 mod svg;
 
 /// Arguments of `numapin bench`.
@@ -42,6 +43,10 @@ pub struct Args {
     /// Repetitions of each side-by-side measurement (default 9, 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
+    /// Internal: the adopting process of the `adopt_vs_populate` row (connects to SOCKET,
+    /// adopts every memfd it receives, answers the seconds each took).
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    adopt_child: Option<PathBuf>,
 }
 
 /// One row of the report.
@@ -112,10 +117,13 @@ struct Samples {
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
+    if let Some(sock) = &a.adopt_child {
+        return shared_rows::adopt_child(sock);
+    }
     let started = Instant::now();
     let threads = a
         .threads
-        .unwrap_or_else(|| numapin::sys::affinity().map_or(1, |c| c.len().max(1)));
+        .unwrap_or_else(|| numapin::process::affinity().map_or(1, |c| c.len().max(1)));
     let reps = a.reps.unwrap_or(if a.quick { 3 } else { 9 }).max(1);
     let size = a.size;
     let json = a.json;
@@ -158,10 +166,10 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     };
     let machine = serde_json::json!({
         "cpu_model": model,
-        "cpus": numapin::sys::affinity().map_or(0, |c| c.len()),
+        "cpus": numapin::process::affinity().map_or(0, |c| c.len()),
         "numa_nodes": topo.nodes.len(),
         "hypervisor": hypervisor,
-        "kernel": numapin::sys::kernel_release(),
+        "kernel": numapin::process::kernel_release(),
         "mem_total_bytes": topo.nodes.iter().map(|n| n.mem_total_bytes).sum::<u64>(),
         "thp": format!("{:?}", topo.thp).to_lowercase(),
         "free_hugepages_2m": free(PageSize::Huge2M),
@@ -427,6 +435,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
 
     // QEMU's preallocation, whole process against whole process.
     if let Some(row) = qemu_row(size, threads, if a.quick { 3 } else { 7 })? {
+        rows.push(row);
+    }
+    // Shared reservations: adopting instead of populating, and QEMU started by `numapin run`.
+    if let Some(row) = shared_rows::adopt_row(size, threads, reps)? {
+        rows.push(row);
+    }
+    if let Some(row) = shared_rows::qemu_run_row(size, threads, if a.quick { 3 } else { 7 })? {
         rows.push(row);
     }
 

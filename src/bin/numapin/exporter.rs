@@ -19,7 +19,7 @@ pub struct Args {
     /// taken is printed on stdout).
     #[arg(long, default_value = "0.0.0.0:9877")]
     listen: String,
-    /// The ledger file (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger).
+    /// The ledger file (default: $NUMAPIN_LEDGER, else /run/numapin/ledger).
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Also export `numapin_failover_holdback_bytes` from this file (`numapin plan --holdback

@@ -111,7 +111,7 @@ fn parse_class(s: &str) -> Result<u64, String> {
     if let Ok(b) = s.parse::<u64>() {
         return Ok(b);
     }
-    let p: numapin::PageSize = s.parse()?;
+    let p: numapin::PageSize = s.parse().map_err(|e: numapin::ParseError| e.to_string())?;
     p.bytes()
         .map(|b| b as u64)
         .ok_or_else(|| "auto is not a class; use 4K, 2M or 1G".to_string())
@@ -120,7 +120,8 @@ fn parse_class(s: &str) -> Result<u64, String> {
 /// Parses `SIZE[:CLASS]`.
 fn parse_place(s: &str) -> Result<(u64, u64), String> {
     let (size, class) = s.split_once(':').unwrap_or((s, "2M"));
-    Ok((numapin::parse_size(size)?, parse_class(class)?))
+    let size = numapin::parse_size(size).map_err(|e| e.to_string())?;
+    Ok((size, parse_class(class)?))
 }
 
 /// Reads the fleet from files or Prometheus; errors name the file or the series.
@@ -131,7 +132,12 @@ fn load(a: &Args) -> Result<Fleet, CliError> {
     };
     let refs: Vec<(&str, &numapin::snapshot::Snapshot)> =
         snaps.iter().map(|(f, s)| (f.as_str(), s)).collect();
-    Ok(Fleet::from_labelled(&refs)?)
+    let fleet = Fleet::from_labelled(&refs)?;
+    drop(refs);
+    // The process ends soon after planning: freeing 10,000 hosts' snapshots one allocation at
+    // a time would only add to its wall time, so leave them to the exit.
+    std::mem::forget(snaps);
+    Ok(fleet)
 }
 
 /// Runs `numapin plan`; the exit code tells the verdict.
@@ -151,6 +157,7 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
         ha: a.ha,
         place: a.place,
         holdback: a.holdback || matches!(format, Format::Placement | Format::Prometheus),
+        details: format == Format::Json || a.witness,
     };
     let report = numapin::plan::plan(&fleet, &opts)?;
     let mut stdout = std::io::stdout().lock();
@@ -168,7 +175,11 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
         }
     }
     stdout.flush()?;
-    Ok(match report.failover.verdict {
+    let verdict = report.failover.verdict;
+    // As for the snapshots: the exit frees these faster than their destructors would.
+    std::mem::forget(report);
+    std::mem::forget(fleet);
+    Ok(match verdict {
         Verdict::Guaranteed => ExitCode::SUCCESS,
         Verdict::Impossible => ExitCode::from(EXIT_IMPOSSIBLE),
         Verdict::NotProven => ExitCode::from(EXIT_NOT_PROVEN),
@@ -323,12 +334,13 @@ fn failover_text(r: &PlanReport, witness: bool, all: bool) -> String {
             sc.failed.join(",")
         };
         let how = match &sc.outcome {
-            NamedOutcome::Guaranteed { .. } if sc.displaced.is_empty() => {
+            NamedOutcome::Guaranteed { .. } if sc.displaced_vms == 0 => {
                 "nothing to move".to_string()
             }
             NamedOutcome::Guaranteed { method, .. } => match method {
                 Method::Heuristic => "placed by first/best-fit decreasing".to_string(),
                 Method::Exact => "placed by exact search".to_string(),
+                Method::Composed => "placed by composing single-host placements".to_string(),
             },
             NamedOutcome::Impossible { explanation, .. } => explanation.clone(),
             NamedOutcome::NotProven { search_steps } => format!(
@@ -338,7 +350,7 @@ fn failover_text(r: &PlanReport, witness: bool, all: bool) -> String {
         s += &format!(
             "{:<24} {:>4} {:>12}  {:<11} {}\n",
             failed,
-            sc.displaced.len(),
+            sc.displaced_vms,
             format_bytes(sc.demand_bytes),
             sc.outcome.verdict().to_string(),
             how
@@ -362,16 +374,24 @@ fn failover_text(r: &PlanReport, witness: bool, all: bool) -> String {
             }
         }
     }
+    let hidden = hidden as u64 + f.unlisted_guaranteed;
     if hidden > 0 {
         s += &format!(
             "({hidden} more guaranteed scenario(s) not shown; --all-scenarios shows them)\n"
         );
     }
     let count = |v: Verdict| {
-        f.scenarios
+        let listed = f
+            .scenarios
             .iter()
             .filter(|s| s.outcome.verdict() == v)
-            .count()
+            .count() as u64;
+        listed
+            + if v == Verdict::Guaranteed {
+                f.unlisted_guaranteed
+            } else {
+                0
+            }
     };
     s += &format!(
         "verdict: N+{} {} ({} guaranteed, {} impossible, {} not proven",
@@ -381,7 +401,7 @@ fn failover_text(r: &PlanReport, witness: bool, all: bool) -> String {
         count(Verdict::Impossible),
         count(Verdict::NotProven)
     );
-    let skipped = f.total_scenarios - f.scenarios.len() as u64;
+    let skipped = f.total_scenarios - f.evaluated_scenarios;
     if skipped > 0 {
         s += &format!(", {skipped} not evaluated: raise --max-scenarios");
     }

@@ -27,7 +27,7 @@ pub enum Format {
 /// Arguments of `numapin status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The ledger file (default: $NUMAPIN_LEDGER, else /dev/shm/numapin-ledger). Created from
+    /// The ledger file (default: $NUMAPIN_LEDGER, else /run/numapin/ledger). Created from
     /// this host's topology if it does not exist.
     #[arg(long)]
     ledger: Option<PathBuf>,
@@ -64,7 +64,10 @@ fn parse_guest_used(s: &str) -> Result<(String, u64), String> {
     let (n, v) = s
         .rsplit_once('=')
         .ok_or_else(|| format!("expected NAME=SIZE, got {s:?}"))?;
-    Ok((n.to_string(), numapin::parse_size(v)?))
+    Ok((
+        n.to_string(),
+        numapin::parse_size(v).map_err(|e| e.to_string())?,
+    ))
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
@@ -164,7 +167,7 @@ fn table(
         writeln!(
             out,
             "{:<20} {:>8}  {:>11}  {:>11}  {:>11}  {hint}",
-            v.name,
+            printable(&v.name),
             v.pid,
             format_bytes(alloc),
             format_bytes(v.guest_used_bytes),
@@ -220,4 +223,19 @@ fn warm_table(out: &mut impl Write, snap: &numapin::snapshot::Snapshot) -> std::
         )?;
     }
     Ok(())
+}
+
+/// A VM name as the terminal may show it: control characters (which a hostile ledger file could
+/// hold; `numapin` refuses them when it records a name) escaped, never sent raw.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
 }

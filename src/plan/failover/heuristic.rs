@@ -197,6 +197,59 @@ impl<'a> Checker<'a> {
         result.unwrap_or(ScenarioOutcome::NotProven { steps: 0 })
     }
 
+    /// Places the VMs of host `failed` alone (largest first), first-fit over the other hosts in
+    /// circular order from the one after it, and returns the placement (`None` when some VM
+    /// fits nowhere). Different hosts' placements land on different hosts where capacity
+    /// allows, so they can be combined for multi-host scenarios.
+    pub(super) fn spread_witness(&mut self, failed: usize) -> Option<Vec<Move>> {
+        let fleet = self.fleet;
+        let nc = self.nc;
+        let nh = fleet.hosts.len();
+        let mut items = self.vms_of_host[failed].clone();
+        items.sort_by(|&a, &b| {
+            fleet.vms[b]
+                .total()
+                .cmp(&fleet.vms[a].total())
+                .then(a.cmp(&b))
+        });
+        let mut assign = Vec::with_capacity(items.len());
+        let mut ok = true;
+        'vm: for &v in &items {
+            let vm = &fleet.vms[v];
+            for step in 1..nh {
+                let h = (failed + step) % nh;
+                if !(0..nc).all(|c| self.slack[h * nc + c] >= vm.demand[c]) {
+                    continue;
+                }
+                if vm.single_node {
+                    for n in fleet.hosts[h].nodes() {
+                        if (0..nc).all(|c| self.free[n * nc + c] >= vm.demand[c]) {
+                            for c in 0..nc {
+                                self.free[n * nc + c] -= vm.demand[c];
+                                self.slack[h * nc + c] -= vm.demand[c];
+                            }
+                            self.touched_nodes.push(n);
+                            self.touched_hosts.push(h);
+                            assign.push((v, Target::Node(n)));
+                            continue 'vm;
+                        }
+                    }
+                } else {
+                    for c in 0..nc {
+                        self.slack[h * nc + c] -= vm.demand[c];
+                    }
+                    self.touched_hosts.push(h);
+                    assign.push((v, Target::Host(h)));
+                    continue 'vm;
+                }
+            }
+            ok = false;
+            break;
+        }
+        self.reset();
+        ok.then(|| self.witness(&assign))
+    }
+
     /// Places `items` greedily; `None` when one does not fit.
     pub(super) fn greedy(
         &mut self,
@@ -284,12 +337,27 @@ impl<'a> Checker<'a> {
     pub(super) fn witness(&self, assign: &[(usize, Target)]) -> Vec<Move> {
         let fleet = self.fleet;
         let nc = self.nc;
-        let mut free = std::collections::HashMap::<usize, Vec<u64>>::new();
+        // The few nodes the assignment touches, with what is left on them.
+        let mut free: Vec<(usize, Vec<u64>)> = Vec::new();
         let get = |n: usize| -> Vec<u64> { self.free0[n * nc..(n + 1) * nc].to_vec() };
+        fn entry(
+            free: &mut Vec<(usize, Vec<u64>)>,
+            n: usize,
+            get: impl Fn(usize) -> Vec<u64>,
+        ) -> &mut Vec<u64> {
+            let i = match free.iter().position(|e| e.0 == n) {
+                Some(i) => i,
+                None => {
+                    free.push((n, get(n)));
+                    free.len() - 1
+                }
+            };
+            &mut free[i].1
+        }
         let mut moves = Vec::with_capacity(assign.len());
         for &(v, t) in assign {
             if let Target::Node(n) = t {
-                let f = free.entry(n).or_insert_with(|| get(n));
+                let f = entry(&mut free, n, get);
                 let vm = &fleet.vms[v];
                 let mut parts = Vec::new();
                 for c in 0..nc {
@@ -315,7 +383,7 @@ impl<'a> Checker<'a> {
                         if left == 0 {
                             break;
                         }
-                        let f = free.entry(n).or_insert_with(|| get(n));
+                        let f = entry(&mut free, n, get);
                         let take = left.min(f[c]);
                         if take > 0 {
                             f[c] -= take;

@@ -78,38 +78,49 @@ pub fn binomial(n: usize, k: usize) -> u64 {
 /// everything.
 pub fn check(fleet: &Fleet, k: usize, budget: &Budget) -> FailoverReport {
     let mut scenarios = Vec::new();
-    let mut kept = 0u64;
-    let (k, total, verdict) = for_each_scenario(fleet, k, budget, |mut sc| {
-        if let ScenarioOutcome::Guaranteed { witness, .. } = &mut sc.outcome {
-            if kept >= budget.keep_witnesses {
-                *witness = Vec::new();
-                sc.witness_kept = false;
-            }
+    let mut unlisted = 0u64;
+    let (k, total, verdict) = for_each_scenario(fleet, k, budget, budget.keep_witnesses, |sc| {
+        let listed = (scenarios.len() as u64) < budget.keep_witnesses
+            || sc.outcome.verdict() != Verdict::Guaranteed;
+        if listed {
+            scenarios.push(sc);
+        } else {
+            unlisted += 1;
         }
-        kept += 1;
-        scenarios.push(sc);
     });
     FailoverReport {
         k,
         total_scenarios: total,
         scenarios,
+        unlisted_guaranteed: unlisted,
         verdict,
     }
 }
 
-/// Checks every scenario of N+k like [`check`] but hands each [`Scenario`] (with its witness)
-/// to `visit` instead of keeping it. Returns `(k, total scenarios, verdict)`, `k` capped at the
-/// number of hosts.
+/// Checks every scenario of N+k like [`check`] but hands each [`Scenario`] to `visit` instead
+/// of keeping it; the first `witnesses` scenarios (in order) carry their witness, later
+/// guaranteed ones may come with an empty one (`witness_kept: false`). Returns
+/// `(k, total scenarios, verdict)`, `k` capped at the number of hosts.
+///
+/// For `k >= 2` each scenario is first tried by composition ([`Method::Composed`]): every host
+/// gets one placement of its own VMs alone, first-fit over the hosts after it in circular
+/// order (so different hosts' placements mostly land on different hosts); a scenario whose
+/// failed hosts' placements avoid all of the failed hosts and together fit every node's free
+/// capacity is guaranteed by their union, without a search. Scenarios that do not compose are
+/// checked in full. On roomy fleets almost all compose, which is what makes N+2 over 1,000
+/// hosts (499,500 scenarios) take about as long as a few thousand full checks.
 pub fn for_each_scenario<F: FnMut(Scenario)>(
     fleet: &Fleet,
     k: usize,
     budget: &Budget,
+    witnesses: u64,
     mut visit: F,
 ) -> (usize, u64, Verdict) {
     let n = fleet.hosts.len();
     let k = k.min(n);
     let total = binomial(n, k);
     let mut ck = Checker::new(fleet);
+    let mut comp = (k >= 2).then(|| Composer::new(&mut ck));
     let mut idx: Vec<usize> = (0..k).collect();
     let mut evaluated = 0u64;
     let mut verdict = Verdict::Guaranteed;
@@ -117,7 +128,20 @@ pub fn for_each_scenario<F: FnMut(Scenario)>(
         if evaluated >= budget.max_scenarios {
             break;
         }
-        let sc = ck.scenario(&idx, budget);
+        let want = evaluated < witnesses;
+        let sc = match comp.as_mut().and_then(|c| c.compose(&ck, &idx, want)) {
+            Some(sc) => sc,
+            None => {
+                let mut sc = ck.scenario(&idx, budget);
+                if !want {
+                    if let ScenarioOutcome::Guaranteed { witness, .. } = &mut sc.outcome {
+                        *witness = Vec::new();
+                        sc.witness_kept = false;
+                    }
+                }
+                sc
+            }
+        };
         verdict = verdict.max(sc.outcome.verdict());
         visit(sc);
         evaluated += 1;
@@ -145,6 +169,132 @@ pub fn for_each_scenario<F: FnMut(Scenario)>(
     (k, total, verdict)
 }
 
+/// Each host's placement of its own VMs alone, and what it uses, for composing scenarios.
+struct Composer {
+    /// Per host: its placement (`None`: it found none).
+    moves: Vec<Option<Vec<Move>>>,
+    /// Per host: (node, class, bytes) its placement uses, summed per (node, class).
+    usage: Vec<Vec<(usize, usize, u64)>>,
+    /// Per host: its VMs' total demand.
+    demand: Vec<u64>,
+    /// Scratch: bytes used per node and class, and which entries are non-zero.
+    used: Vec<u64>,
+    touched: Vec<usize>,
+    failed: Vec<bool>,
+}
+
+impl Composer {
+    fn new(ck: &mut Checker<'_>) -> Composer {
+        let fleet = ck.fleet;
+        let nc = ck.nc;
+        let nh = fleet.hosts.len();
+        let mut moves = Vec::with_capacity(nh);
+        let mut usage = Vec::with_capacity(nh);
+        let mut demand = Vec::with_capacity(nh);
+        for h in 0..nh {
+            let m = ck.spread_witness(h);
+            let mut u: Vec<(usize, usize, u64)> = Vec::new();
+            for p in m.iter().flatten().flat_map(|mv| &mv.parts) {
+                match u.iter_mut().find(|x| x.0 == p.node && x.1 == p.class) {
+                    Some(x) => x.2 = x.2.saturating_add(p.bytes),
+                    None => u.push((p.node, p.class, p.bytes)),
+                }
+            }
+            usage.push(u);
+            moves.push(m);
+            demand.push(
+                ck.vms_of_host[h]
+                    .iter()
+                    .fold(0u64, |a, &v| a.saturating_add(fleet.vms[v].total())),
+            );
+        }
+        Composer {
+            moves,
+            usage,
+            demand,
+            used: vec![0; fleet.nodes.len() * nc],
+            touched: Vec::new(),
+            failed: vec![false; nh],
+        }
+    }
+
+    /// The scenario `failed` by composition, or `None` when the placements do not compose.
+    fn compose(&mut self, ck: &Checker<'_>, failed: &[usize], witness: bool) -> Option<Scenario> {
+        let fleet = ck.fleet;
+        let nc = ck.nc;
+        // Every host failed: nothing to compose (a VM that needs no bytes still needs a host).
+        if failed.len() >= self.moves.len()
+            || failed
+                .iter()
+                .any(|&h| h >= self.moves.len() || self.moves[h].is_none())
+        {
+            return None;
+        }
+        for &h in failed {
+            self.failed[h] = true;
+        }
+        let mut ok = true;
+        'hosts: for &h in failed {
+            for &(n, c, b) in &self.usage[h] {
+                if self.failed[fleet.nodes[n].host] {
+                    ok = false;
+                    break 'hosts;
+                }
+                let i = n * nc + c;
+                if self.used[i] == 0 {
+                    self.touched.push(i);
+                }
+                self.used[i] = self.used[i].saturating_add(b);
+                if self.used[i] > ck.free0[i] {
+                    ok = false;
+                    break 'hosts;
+                }
+            }
+        }
+        for &i in &self.touched {
+            self.used[i] = 0;
+        }
+        self.touched.clear();
+        for &h in failed {
+            self.failed[h] = false;
+        }
+        if !ok {
+            return None;
+        }
+        let mut displaced: Vec<usize> = failed
+            .iter()
+            .flat_map(|&h| ck.vms_of_host[h].iter().copied())
+            .collect();
+        displaced.sort_unstable();
+        let moves = if witness {
+            let mut all: Vec<Move> = failed
+                .iter()
+                .flat_map(|&h| self.moves[h].iter().flatten().cloned())
+                .collect();
+            all.sort_by_key(|m| m.vm);
+            // Belt and braces, as for every kept witness.
+            if verify::verify_moves(fleet, failed, &displaced, &all).is_err() {
+                return None;
+            }
+            all
+        } else {
+            Vec::new()
+        };
+        Some(Scenario {
+            failed: failed.to_vec(),
+            demand_bytes: failed
+                .iter()
+                .fold(0u64, |a, &h| a.saturating_add(self.demand[h])),
+            displaced,
+            outcome: ScenarioOutcome::Guaranteed {
+                method: Method::Composed,
+                witness: moves,
+            },
+            witness_kept: witness,
+        })
+    }
+}
+
 /// Re-checks N+k on `fleet` after a change confined to host `changed` that only *adds* load
 /// (VMs or reservations added there, new VMs appended at the end of [`Fleet::vms`](crate::plan::Fleet::vms)), reusing
 /// `base`, the report of the fleet before the change:
@@ -161,6 +311,7 @@ pub fn recheck(fleet: &Fleet, base: &FailoverReport, changed: usize, budget: &Bu
         return Verdict::Impossible;
     }
     let complete = base.scenarios.len() as u64 == base.total_scenarios
+        && base.unlisted_guaranteed == 0
         && base.scenarios.iter().all(|s| s.witness_kept);
     if !complete || changed >= fleet.hosts.len() {
         return check(fleet, base.k, budget).verdict;

@@ -17,7 +17,7 @@ impl Default for Budget {
     fn default() -> Self {
         Budget {
             search_steps: 200_000,
-            max_scenarios: 100_000,
+            max_scenarios: 1_000_000,
             keep_witnesses: 10_000,
         }
     }
@@ -77,6 +77,10 @@ pub enum Method {
     Heuristic,
     /// The exact search.
     Exact,
+    /// The union of the failed hosts' single-host placements (each host's VMs placed alone,
+    /// first-fit over the hosts after it), which touch none of the failed hosts and together
+    /// fit every node: no search needed.
+    Composed,
 }
 
 /// Why a scenario is impossible.
@@ -192,8 +196,12 @@ pub struct FailoverReport {
     pub k: usize,
     /// How many scenarios there are (`C(hosts, k)`, saturating).
     pub total_scenarios: u64,
-    /// The scenarios evaluated (all of them unless more than [`Budget::max_scenarios`]).
+    /// The scenarios evaluated (all of them unless more than [`Budget::max_scenarios`]),
+    /// except guaranteed ones beyond the first [`Budget::keep_witnesses`], which are only
+    /// counted in `unlisted_guaranteed` (N+2 over 1,000 hosts has 499,500 scenarios).
     pub scenarios: Vec<Scenario>,
+    /// Guaranteed scenarios evaluated but not listed in `scenarios`.
+    pub unlisted_guaranteed: u64,
     /// The overall answer.
     pub verdict: Verdict,
 }

@@ -37,8 +37,9 @@ pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Pla
     nodes.dedup();
     if nodes.is_empty() {
         let local = facts.current_cpu.and_then(|c| topo.node_of_cpu(c));
-        let (chosen, why) = default_node(topo, local)
-            .ok_or_else(|| Error::InvalidConfig("no online node has memory".into()))?;
+        let (chosen, why) = default_node(topo, local).ok_or_else(|| Error::NoNodeWithMemory {
+            online: topo.node_ids(),
+        })?;
         notes.push(format!("no node given: chose node {chosen} ({why})"));
         nodes.push(chosen);
     }
@@ -110,11 +111,10 @@ pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Pla
             .filter(|c| allowed.binary_search(c).is_ok())
             .collect();
         if usable.is_empty() {
-            return Err(Error::InvalidConfig(format!(
-                "none of the populate cpus {} may be used by this process (allowed: {}); pick some of those",
-                format_cpulist(asked),
-                format_cpulist(&allowed)
-            )));
+            return Err(Error::PopulateCpusNotAllowed {
+                asked: asked.clone(),
+                allowed,
+            });
         }
         notes.push(format!(
             "populate cpus chosen by the caller: {}",
@@ -129,7 +129,7 @@ pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Pla
         node_cpus = allowed;
     }
     let threads = match b.threads {
-        Some(0) => return Err(Error::InvalidConfig("threads must be at least 1".into())),
+        Some(0) => return Err(Error::ZeroThreads),
         Some(t) => t,
         None => node_cpus.len().max(1),
     };

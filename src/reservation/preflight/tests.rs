@@ -421,7 +421,8 @@ fn populate_cpus_must_be_usable() {
     let b = Reservation::builder(2 << 20).page_size(PageSize::Base4K);
     let e = preflight(&b.clone().cpus([60_000, 60_001]), &f).unwrap_err();
     assert!(
-        matches!(&e, Error::InvalidConfig(m) if m.contains("60000-60001") && m.contains("allowed")),
+        matches!(&e, Error::PopulateCpusNotAllowed { asked, allowed } if *asked == [60_000, 60_001] && *allowed == [0, 1, 2, 3])
+            && e.to_string().contains("60000-60001"),
         "{e}"
     );
     let plan = preflight(&b.clone().cpus([1, 60_000]), &f).unwrap();
