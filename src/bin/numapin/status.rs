@@ -143,6 +143,24 @@ fn table(
             )?;
         }
     }
+    for n in &snap.nodes {
+        for c in n
+            .classes
+            .iter()
+            .filter(|c| c.reserved_bytes > c.limit_bytes)
+        {
+            writeln!(
+                out,
+                "OVER-COMMITTED: node {} {}: {} reserved, {} over the limit of {} (capacity {}: the pool or memory shrank under admitted VMs); grow it back or move VMs",
+                n.id.0,
+                class_name(c.page_size_bytes),
+                format_bytes(c.reserved_bytes),
+                format_bytes(c.reserved_bytes - c.limit_bytes),
+                format_bytes(c.limit_bytes),
+                format_bytes(c.capacity_bytes)
+            )?;
+        }
+    }
     warm_table(out, snap)?;
     if snap.vms.is_empty() {
         writeln!(out, "no VMs")?;
