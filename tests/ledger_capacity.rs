@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{is_root, need, pool_dir, pools_exclusive, read_u64, TempPath};
+use common::{is_root, need, pool_dir, pools_exclusive, pools_shared, read_u64, TempPath};
 use numapin::ledger::{ClassSpec, Ledger, LedgerConfig};
 use numapin::{NodeId, Topology};
 
@@ -45,6 +45,8 @@ fn class_2m(l: &Ledger) -> numapin::ledger::ClassStatus {
 /// A ledger made while the pool was empty used to refuse forever after the pool grew.
 #[test]
 fn a_ledger_made_while_the_pool_was_empty_admits_once_it_has_pages() {
+    // Shared: the pool's size must not change under this test (the last test resizes it).
+    let _lock = pools_shared();
     let pool = pool_total_bytes(0);
     if !need(pool >= 8 * M2, "node 0 needs a 2M pool of 8 pages or more") {
         return;
@@ -69,6 +71,7 @@ fn a_ledger_made_while_the_pool_was_empty_admits_once_it_has_pages() {
 /// comes down to the pool, and `status` says the class is over-committed.
 #[test]
 fn a_pool_smaller_than_what_is_reserved_shows_as_overcommit() {
+    let _lock = pools_shared();
     let pool = pool_total_bytes(0);
     let p = TempPath::new("cap-shrunk");
     stale_file(&p, |c| c.capacity_bytes = 2 * pool + 1000 * M2);
