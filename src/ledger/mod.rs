@@ -39,6 +39,8 @@
 
 mod config;
 mod file;
+#[cfg(not(loom))]
+mod handover;
 mod owner;
 mod reaper;
 mod record;
@@ -57,6 +59,8 @@ use crate::error::{Error, Result};
 use crate::units::{NodeId, PageSize};
 
 pub use config::{ClassSpec, ClassStatus, LedgerConfig};
+#[cfg(not(loom))]
+pub use handover::Handover;
 use owner::{current_owner, Beacon, Beacons};
 pub use record::VmRecord;
 pub use snapshot::{snapshot_is_consistent, SNAPSHOT_TRIES};

@@ -161,6 +161,7 @@ fn table(
             )?;
         }
     }
+    warm_table(out, snap)?;
     if snap.vms.is_empty() {
         writeln!(out, "no VMs")?;
         return Ok(());
@@ -201,6 +202,43 @@ fn table(
                 class_name(r.page_size_bytes)
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Warm memory held by `numapin serve` (records named `numapin::pool::WARM_NAME`), per node and
+/// class; nothing when no service holds any.
+fn warm_table(out: &mut impl Write, snap: &numapin::snapshot::Snapshot) -> std::io::Result<()> {
+    let mut warm = std::collections::BTreeMap::<(u32, u64), (u64, usize)>::new();
+    for v in snap
+        .vms
+        .iter()
+        .filter(|v| v.name == numapin::pool::WARM_NAME)
+    {
+        for r in &v.reservations {
+            let e = warm.entry((r.node.0, r.page_size_bytes)).or_default();
+            e.0 += r.bytes;
+            e.1 += 1;
+        }
+    }
+    if warm.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nwarm (numapin serve: zeroed, ready to hand out)")?;
+    writeln!(
+        out,
+        "{:>4}  {:>6}  {:>11}  {:>6}",
+        "node", "class", "warm", "files"
+    )?;
+    for ((node, class), (bytes, n)) in warm {
+        writeln!(
+            out,
+            "{:>4}  {:>6}  {:>11}  {:>6}",
+            node,
+            class_name(class),
+            format_bytes(bytes),
+            n
+        )?;
     }
     Ok(())
 }
