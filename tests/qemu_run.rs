@@ -72,8 +72,57 @@ fn memfd_numa_maps(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// QEMU's own hugetlb memory outside the memfd (bytes, from smaps), and the memfd's size and
+/// allocated bytes (`st_size`, `st_blocks * 512`) seen through one of QEMU's descriptors:
+/// per-process facts that no other user of the host's pools can disturb.
+fn qemu_own_view(pid: u32) -> (u64, Option<(u64, u64)>) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut other_hugetlb, mut in_memfd) = (0u64, false);
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            in_memfd = l.contains("memfd:numapin");
+            continue;
+        }
+        if !in_memfd && (l.starts_with("Private_Hugetlb:") || l.starts_with("Shared_Hugetlb:")) {
+            let kb: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+            other_hugetlb += kb * 1024;
+        }
+    }
+    let file = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:numapin"))
+        })
+        .and_then(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.size(), m.blocks() * 512)
+        });
+    (other_hugetlb, file)
+}
+
 #[test]
 fn qemu_boots_a_guest_on_a_shared_reservation() {
+    // The host-wide pool counts can be moved by a user of the pools that does not take the
+    // tests' pool lock (a benchmark run): one retry, then the checks must hold.
+    for attempt in 1..=2 {
+        match boot_on_numapin() {
+            None => return,
+            Some(disturbed) if attempt == 1 => {
+                eprintln!("pool moved by someone else ({disturbed}); booting once more")
+            }
+            Some(disturbed) => panic!("{disturbed}"),
+        }
+    }
+}
+
+/// One boot with every check; `Some(why)` if only a host-wide pool count check failed (another
+/// user of the pool may have moved it), panics on any other failure.
+fn boot_on_numapin() -> Option<String> {
     let tools = harness::Tools::find();
     if !need(
         tools.is_ok(),
@@ -82,7 +131,7 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
             tools.as_ref().err().map_or("", |s| s)
         ),
     ) {
-        return;
+        return None;
     }
     let tools = tools.unwrap();
     let _lock = pools_exclusive();
@@ -92,7 +141,7 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
         free0 >= pages,
         &format!("node 0 needs {pages} free 2M hugepages"),
     ) {
-        return;
+        return None;
     }
     let rsvd0 = hugepages_rsvd();
     let work = std::env::temp_dir().join(format!("numapin-qemu-run-{}", std::process::id()));
@@ -177,6 +226,7 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
                         hugepages_rsvd(),
                         memfd_numa_maps(pid),
                         t0.elapsed().as_secs_f64(),
+                        qemu_own_view(pid),
                     ));
                     writeln!(stdin, "go").unwrap();
                 }
@@ -208,7 +258,8 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
     let before_qemu = std::fs::read_to_string(&marker).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&work);
 
-    let (Some(guest_kib), Some((free_run, rsvd_run, maps, boot_s))) = (guest_kib, while_running)
+    let (Some(guest_kib), Some((free_run, rsvd_run, maps, boot_s, own))) =
+        (guest_kib, while_running)
     else {
         panic!(
             "the guest never reported its memory (status {status:?})\n{}",
@@ -218,27 +269,50 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
     eprintln!(
         "guest of {GUEST_MIB} MiB booted on numapin memory in {boot_s:.1}s (run {total:.1}s); MemTotal {guest_kib} KiB"
     );
-    // 1. Before QEMU started: exactly S gone from the pool; QEMU took none afterwards.
+    // 1. QEMU's own view (no one else can move it): no hugetlb page of its own besides the
+    // memfd, and the memfd holds exactly S, every page allocated — QEMU added none.
+    let size = GUEST_MIB << 20;
+    assert_eq!(own.0, 0, "QEMU has hugetlb memory outside the memfd");
+    assert_eq!(
+        own.1,
+        Some((size, size)),
+        "the memfd seen through QEMU's descriptor"
+    );
+    // Host-wide: the pool dropped by exactly S before QEMU started; QEMU's start and the
+    // guest's boot took and reserved no page.
     let v: Vec<u64> = before_qemu
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(v.len(), 2, "marker {before_qemu:?}\n{}", log());
     let (free_before_qemu, rsvd_before_qemu) = (v[0], v[1]);
-    assert_eq!(
-        free_before_qemu,
-        free0 - pages,
-        "the pool dropped by exactly the guest's size before QEMU started"
-    );
-    assert_eq!(
-        free_run, free_before_qemu,
-        "QEMU's start and the guest's boot took no further page"
-    );
-    assert_eq!(
-        rsvd_before_qemu, rsvd0,
-        "numapin leaves no reservation pending"
-    );
-    assert_eq!(rsvd_run, rsvd0, "QEMU reserved no page");
+    let pool = [
+        (
+            free0 - pages,
+            free_before_qemu,
+            "free 2M pages before QEMU started (free0 - S)",
+        ),
+        (
+            free_before_qemu,
+            free_run,
+            "free 2M pages while the guest ran (as before QEMU)",
+        ),
+        (
+            rsvd0,
+            rsvd_before_qemu,
+            "HugePages_Rsvd before QEMU (as at the start)",
+        ),
+        (
+            rsvd0,
+            rsvd_run,
+            "HugePages_Rsvd while the guest ran (as at the start)",
+        ),
+    ];
+    let disturbed: Vec<String> = pool
+        .iter()
+        .filter(|(want, got, _)| want != got)
+        .map(|(want, got, what)| format!("{what}: {got}, expected {want}"))
+        .collect();
     // 2. numa_maps: huge, and every page QEMU has mapped so far (it maps lazily from the
     // file: prealloc=off; the rest wait in the file, placed and counted above) on node 0.
     assert_eq!(maps.len(), 1, "one mapping of the memfd in QEMU: {maps:?}");
@@ -263,7 +337,6 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
     // 4. After QEMU exited: pool and ledger back.
     let status = status.unwrap_or_else(|| panic!("QEMU did not exit\n{}", log()));
     assert!(status.success(), "QEMU: {status}\n{}", log());
-    assert_eq!(free_pages(0, 2048), free0, "the pool is whole again");
     let l = numapin::Ledger::open(&ledger.0).unwrap();
     let s = l.snapshot().unwrap();
     assert!(s.vms.is_empty(), "{:?}", s.vms);
@@ -272,4 +345,16 @@ fn qemu_boots_a_guest_on_a_shared_reservation() {
         .iter()
         .flat_map(|n| &n.classes)
         .all(|c| c.reserved_bytes == 0));
+    let free_end = free_pages(0, 2048);
+    let mut disturbed = disturbed;
+    if free_end != free0 {
+        disturbed.push(format!(
+            "free 2M pages after QEMU exited: {free_end}, expected {free0}"
+        ));
+    }
+    if disturbed.is_empty() {
+        None
+    } else {
+        Some(disturbed.join("; "))
+    }
 }

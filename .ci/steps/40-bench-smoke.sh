@@ -2,7 +2,7 @@
 # Smoke test of `numapin bench`: runs `numapin bench --quick --json --plots DIR` once
 # and checks the JSON's shape and the plots — no performance thresholds (CI machines are noisy;
 # the figures are printed for the log). Works with or without qemu-system-x86_64: with it, the
-# qemu_prealloc row must be there. Runtime: release build (~1 min from scratch) + 35-50 s of
+# qemu_prealloc and qemu_on_numapin rows must be there. Runtime: release build (~1 min from scratch) + 35-50 s of
 # bench on a 2-CPU VM; 1.5 min measured with an incremental build on a loaded machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,12 +23,14 @@ jq -e '
   and ([.results[].metric]
         | contains(["time_to_ready", "first_touch_p99", "random_access",
                     "populate_vs_limit", "balloon_cycle", "populate_gibps_4k_1t",
-                    "populate_gibps_2m_1t"]))
+                    "populate_gibps_2m_1t", "adopt_vs_populate"]))
 ' "$out/bench.json" >/dev/null || { echo "bench JSON has the wrong shape" >&2; exit 1; }
 
 if command -v qemu-system-x86_64 >/dev/null; then
   jq -e 'any(.results[]; .metric == "qemu_prealloc")' "$out/bench.json" >/dev/null \
     || { echo "qemu-system-x86_64 is installed but the qemu_prealloc row is missing" >&2; exit 1; }
+  jq -e 'any(.results[]; .metric == "qemu_on_numapin")' "$out/bench.json" >/dev/null \
+    || { echo "qemu-system-x86_64 is installed but the qemu_on_numapin row is missing" >&2; exit 1; }
 fi
 
 for f in time_to_ready latency_cdf populate_throughput; do

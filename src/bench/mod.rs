@@ -9,6 +9,9 @@
 //! renders the [`Report`] (table, JSON, SVG plots).
 
 mod qemu;
+mod shared;
+
+pub use shared::adopt_child;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,8 +38,8 @@ pub struct Config {
     pub reps: Option<usize>,
     /// Also sweep the size for the time-to-ready plot ([`PlotData::time_to_ready`]).
     pub sweep: bool,
-    /// The `numapin` executable, for the whole-process `qemu_prealloc` row (`None`: the row is
-    /// skipped).
+    /// The `numapin` executable, for the rows that run it as a process (`qemu_prealloc`,
+    /// `adopt_vs_populate`, `qemu_on_numapin`; `None`: they are skipped).
     pub numapin_exe: Option<PathBuf>,
 }
 
@@ -353,13 +356,14 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         progress,
     );
     if let Some(exe) = &cfg.numapin_exe {
-        if let Some(row) =
-            qemu::prealloc_row(exe, size, threads, if quick { 3 } else { 7 }, progress)
-        {
-            rows.push(row);
-        }
+        let qreps = if quick { 3 } else { 7 };
+        rows.extend(qemu::prealloc_row(exe, size, threads, qreps, progress));
+        // Shared reservations: adopting instead of populating, and QEMU started by
+        // `numapin run`.
+        rows.extend(shared::adopt_row(exe, size, threads, reps, progress)?);
+        rows.extend(shared::qemu_run_row(exe, size, threads, qreps, progress));
     } else {
-        progress("no numapin executable given: qemu_prealloc row skipped");
+        progress("no numapin executable given: qemu_prealloc, adopt_vs_populate and qemu_on_numapin rows skipped");
     }
 
     if cfg.sweep {

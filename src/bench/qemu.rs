@@ -10,7 +10,7 @@ use super::{paired, Row, MIB};
 use crate::measure::median;
 
 /// Finds a program on `PATH`.
-fn which(prog: &str) -> Option<PathBuf> {
+pub(super) fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -19,7 +19,7 @@ fn which(prog: &str) -> Option<PathBuf> {
 }
 
 /// Runs a command to its end with its output discarded; the wall time, or why it failed.
-fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, String> {
+pub(super) fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, String> {
     let t = Instant::now();
     let mut child = cmd
         .stdin(Stdio::piped())

@@ -219,9 +219,11 @@ impl Ledger {
     /// `exec`s. Reaps dead owners' records first if every record is taken.
     ///
     /// # Errors
-    /// [`Error::LedgerFull`] if every record belongs to a live process; [`Error::LedgerInvalid`];
-    /// [`Error::LedgerIo`] if the slot's lock cannot be taken.
+    /// [`Error::InvalidVmName`] for an empty name, one over 64 bytes or one with control
+    /// characters; [`Error::LedgerFull`] if every record belongs to a live process;
+    /// [`Error::LedgerInvalid`]; [`Error::LedgerIo`] if the slot's lock cannot be taken.
     pub fn vm(self: &Arc<Self>, name: &str) -> Result<VmRecord> {
+        check_vm_name(name)?;
         let me = current_owner()?;
         for attempt in 0..2 {
             for s in 0..self.table.geo.slots {
@@ -366,6 +368,27 @@ impl Ledger {
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
+
+/// A VM name the ledger records as given: 1 to 64 bytes (the slot's name field; nothing is cut
+/// silently), no control characters (they would reach the terminal of whoever runs `status`).
+fn check_vm_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidVmName {
+            name: name.escape_debug().to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > table::NAME_MAX {
+        return bad("it is longer than 64 bytes, the most a ledger record holds");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains control characters (use printable characters)");
+    }
+    Ok(())
+}
 
 /// The guess to pass to [`table::Table::apply`]: none for 0 (nothing written yet).
 fn guess(w: u64) -> Option<u64> {

@@ -35,6 +35,10 @@ pub struct Args {
     /// Repetitions of each side-by-side measurement (default 9, 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
+    /// Internal: the adopting process of the `adopt_vs_populate` row (connects to SOCKET,
+    /// adopts every memfd it receives, answers the seconds each took).
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    adopt_child: Option<PathBuf>,
 }
 
 /// Progress goes to stderr, so that `--json` keeps stdout to the one object.
@@ -43,6 +47,9 @@ fn say(msg: &str) {
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
+    if let Some(sock) = &a.adopt_child {
+        return Ok(numapin::bench::adopt_child(sock)?);
+    }
     let cfg = Config {
         size: a.size,
         quick: a.quick,

@@ -28,9 +28,10 @@ pub struct Args {
     /// Do not lock base pages.
     #[arg(long)]
     no_lock: bool,
-    /// Hold the reservation this many seconds after printing the report.
-    #[arg(long, default_value_t = 0.0)]
-    hold_secs: f64,
+    /// Hold the reservation this many seconds after printing the report (a finite number,
+    /// 0 or more; fractions allowed).
+    #[arg(long, default_value = "0", value_parser = parse_hold_secs)]
+    hold_secs: Duration,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -44,6 +45,21 @@ pub struct Args {
     /// The ledger file for --vm (default: $NUMAPIN_LEDGER, else /run/numapin/ledger).
     #[arg(long, requires = "vm")]
     ledger: Option<std::path::PathBuf>,
+}
+
+/// `--hold-secs`: seconds as a finite, non-negative number that a `Duration` holds (not `inf`,
+/// `NaN`, `-1` or `1e300`), checked before anything is reserved.
+fn parse_hold_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        format!(
+            "{s:?} is not a finite number of seconds from 0 to {}",
+            u64::MAX
+        )
+    })
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
@@ -84,8 +100,8 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     out.flush()?;
     drop(out);
-    if a.hold_secs > 0.0 {
-        std::thread::sleep(Duration::from_secs_f64(a.hold_secs));
+    if !a.hold_secs.is_zero() {
+        std::thread::sleep(a.hold_secs);
     }
     drop(r);
     Ok(())

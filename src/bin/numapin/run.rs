@@ -120,6 +120,9 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .env("NUMAPIN_PATH", format!("/proc/self/fd/{n}"))
         .env("NUMAPIN_SIZE", size.to_string())
         .env("NUMAPIN_PAGE_SIZE", page_size.to_string());
+    // The record's liveness (its lock's descriptor) goes to the VMM too. Last, so that no
+    // process forked meanwhile holds it.
+    record.keep_across_exec()?;
     // exec returns only on failure: then `record` and `fd` drop here (refund, free the pages).
     let e = c.exec();
     drop(record);

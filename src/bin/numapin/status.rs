@@ -166,7 +166,7 @@ fn table(
         writeln!(
             out,
             "{:<20} {:>8}  {:>11}  {:>11}  {:>11}  {hint}",
-            v.name,
+            printable(&v.name),
             v.pid,
             format_bytes(alloc),
             format_bytes(v.guest_used_bytes),
@@ -185,4 +185,19 @@ fn table(
         }
     }
     Ok(())
+}
+
+/// A VM name as the terminal may show it: control characters (which a hostile ledger file could
+/// hold; `numapin` refuses them when it records a name) escaped, never sent raw.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
 }
