@@ -1,4 +1,5 @@
-# Sourced by .ci/run: sizes the hugepage pools the privileged tests need and restores them.
+# Sourced by .ci/run: sizes the hugepage pools the privileged tests need, sets transparent huge
+# pages to madvise (enabled and defrag), and restores all of it.
 # NUMAPIN_CI_2M_PAGES / NUMAPIN_CI_1G_PAGES: pages to make free per pool (default 1536 / 2).
 HP_SAVED=()
 
@@ -8,7 +9,20 @@ hp_set() { # file value
   echo "$v" > "$f" 2>/dev/null || true
 }
 
+thp_set() { # file value: sets a THP mode file ("always [madvise] never") if its mode differs
+  local f=$1 v=$2 cur
+  [ -w "$f" ] || return 0
+  cur=$(sed -n 's/.*\[\(.*\)\].*/\1/p' "$f")
+  [ "$cur" = "$v" ] && return 0
+  HP_SAVED+=("$f=$cur")
+  echo "$v" > "$f" 2>/dev/null || true
+}
+
 hugepages_setup() {
+  # THP for the baseline's huge-page tests: madvise (regions that ask get huge pages), and
+  # defrag madvise (their faults compact directly instead of falling back to 4 KiB pages).
+  thp_set /sys/kernel/mm/transparent_hugepage/enabled madvise
+  thp_set /sys/kernel/mm/transparent_hugepage/defrag madvise
   local want2=${NUMAPIN_CI_2M_PAGES:-1536} want1=${NUMAPIN_CI_1G_PAGES:-2}
   local f2=/proc/sys/vm/nr_hugepages
   local f1=/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages

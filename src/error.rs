@@ -500,6 +500,21 @@ pub enum Error {
         known: Vec<(NodeId, u64)>,
     },
 
+    /// Asking a warm-pool service (`numapin serve`) for memory failed (feature `pool`).
+    #[cfg(feature = "pool")]
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
+
+    /// A ledger record handed over by another process (a warm pool's service) could not be
+    /// taken over: the descriptor or the slot is not what the sender said.
+    #[error("cannot take over ledger record {slot}: {reason}; ask the sender again (its record is reaped when the descriptor closes)")]
+    HandoverRefused {
+        /// The slot named by the sender.
+        slot: u32,
+        /// What did not match.
+        reason: String,
+    },
+
     /// The ledger file, or its directory, is not one this process may trust: another user
     /// could rewrite it (lie about every VM's charge) or truncate it (every VMM mapping it then
     /// dies of SIGBUS). See "Trust" in docs/ledger.md.

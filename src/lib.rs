@@ -39,6 +39,8 @@ pub mod fleet;
 pub mod ledger;
 pub mod measure;
 pub mod plan;
+#[cfg(feature = "pool")]
+pub mod pool;
 #[allow(unsafe_code)]
 mod populate;
 pub mod process;

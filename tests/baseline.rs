@@ -143,29 +143,43 @@ fn thp_balloon_frees_whole_huge_pages() {
     ) {
         return;
     }
-    let mut r = LazyRegion::new(16 << 20, PageSize::Transparent, Sharing::Private).unwrap();
-    assert_eq!(r.balloon_granule(), 2 * MIB);
-    assert_eq!(r.as_ptr() as usize % (2 * MIB), 0, "2 MiB aligned");
-    r.touch(0, r.len());
-    let before = vma_info(r.as_ptr() as usize).unwrap().unwrap();
-    r.inflate(0, 8 * MIB).unwrap();
-    assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
-    let after = vma_info(r.as_ptr() as usize).unwrap().unwrap();
-    let own = (before.start, before.end) == (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
-    if !own {
-        eprintln!("note: the region's VMA merged with a neighbour; smaps check skipped");
-    } else if before.anon_huge == 16 * MIB as u64 {
-        assert_eq!(after.rss, before.rss - 8 * MIB as u64);
-        assert_eq!(
-            after.anon_huge,
-            8 * MIB as u64,
-            "four huge pages went back whole"
-        );
-    } else {
-        eprintln!(
-            "note: only {} bytes were THP-backed; huge-page count not checked",
-            before.anon_huge
-        );
+    // The huge-page assertions need a region that is its own VMA (not merged with a
+    // neighbour, whose pages smaps would count too) and fully THP-backed (compaction can fail
+    // on a fragmented host). Try a few mappings, keeping the earlier ones so that the next one
+    // lands elsewhere; under NUMAPIN_REQUIRE_PRIVILEGED=1 (CI sets THP to madvise and defrag to
+    // madvise, .ci/hugepages.sh) never getting one is a failure, not a note.
+    let mut kept = Vec::new();
+    for attempt in 1..=4 {
+        let mut r = LazyRegion::new(16 << 20, PageSize::Transparent, Sharing::Private).unwrap();
+        assert_eq!(r.balloon_granule(), 2 * MIB);
+        assert_eq!(r.as_ptr() as usize % (2 * MIB), 0, "2 MiB aligned");
+        r.touch(0, r.len());
+        let before = vma_info(r.as_ptr() as usize).unwrap().unwrap();
+        let own =
+            (before.start, before.end) == (r.as_ptr() as usize, r.as_ptr() as usize + r.len());
+        if own && before.anon_huge == 16 * MIB as u64 {
+            r.inflate(0, 8 * MIB).unwrap();
+            assert_eq!(r.resident_bytes().unwrap(), 8 * MIB as u64);
+            let after = vma_info(r.as_ptr() as usize).unwrap().unwrap();
+            assert_eq!(after.rss, before.rss - 8 * MIB as u64);
+            assert_eq!(
+                after.anon_huge,
+                8 * MIB as u64,
+                "four huge pages went back whole"
+            );
+            return;
+        }
+        if attempt == 4 {
+            let _ = common::need(
+                false,
+                &format!(
+                    "no region of its own fully backed by THP in 4 tries (last: own VMA {own}, {} of 16 MiB huge); the huge-page assertions did not run",
+                    before.anon_huge
+                ),
+            );
+            return;
+        }
+        kept.push(r);
     }
 }
 

@@ -121,6 +121,16 @@ fn guest() {
     guest::main();
 }
 
+/// The second process of the guest's `shared.nN` scenario (started by it, inside the guest).
+#[test]
+#[ignore = "runs inside the NUMA guest, started by the shared.nN scenario"]
+fn shared_adopter() {
+    if std::env::var_os("NUMAVM_ADOPT_FD").is_none() {
+        panic!("only meaningful inside the guest, started by the shared.nN scenario");
+    }
+    guest::shared_adopter();
+}
+
 #[test]
 fn spec_round_trips_and_names_every_scenario_once() {
     for s in [Spec::sym2(), Spec::asym4()] {

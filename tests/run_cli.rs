@@ -154,3 +154,59 @@ fn a_command_that_cannot_run_releases_everything() {
         "refunded, not reaped"
     );
 }
+
+/// "As long as the process that holds the memory": a child the VMM leaves behind holds the
+/// memfd and the record's lock descriptor, so after the VMM itself exited the memory stays
+/// reserved and charged until that child exits too — then both go.
+#[test]
+fn a_child_left_holding_the_memory_keeps_the_charge() {
+    let _lock = pools_exclusive();
+    let before = free_pages(0, 2048);
+    if !need(before >= 16, "node 0 needs 16 free 2M hugepages") {
+        return;
+    }
+    let ledger = TempPath::new("run-ledger-orphan");
+    let out = run(
+        &ledger.0,
+        "run-orphan",
+        "32MiB",
+        &["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let orphan: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let kill = |sig| {
+        // SAFETY: kill(2) on the sleep this test started; a stale pid could at worst hit
+        // nothing (ESRCH) within the test's short life.
+        unsafe { libc::kill(orphan, sig) }
+    };
+    let (reserved, vms) = ledger_state(&ledger.0);
+    let held = (free_pages(0, 2048), reserved, vms.len());
+    kill(libc::SIGKILL);
+    // The orphan is not our child: wait until it is gone.
+    let t0 = Instant::now();
+    while std::path::Path::new(&format!("/proc/{orphan}")).exists()
+        && std::fs::read_to_string(format!("/proc/{orphan}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "sleep did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        held,
+        (before - 16, 32 << 20, 1),
+        "after the VMM exited, its child still holds the memory and the charge"
+    );
+    assert_eq!(free_pages(0, 2048), before, "freed with the last holder");
+    assert_eq!(
+        ledger_state(&ledger.0),
+        (0, vec![]),
+        "and the charge reaped"
+    );
+}

@@ -393,3 +393,151 @@ fn a_refused_placement_leaves_nothing_mapped() {
     assert!(!still.starts_with("/memfd:numapin"), "fd {raw} still open");
     let _ = good.as_fd().unwrap().as_fd();
 }
+
+/// Puts `/sys/kernel/mm/transparent_hugepage/shmem_enabled` back on drop (also on failure).
+struct ShmemThpMode(String);
+
+impl Drop for ShmemThpMode {
+    fn drop(&mut self) {
+        let _ = std::fs::write(SHMEM_THP, &self.0);
+    }
+}
+
+const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+
+fn selected(text: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.starts_with('['))
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string()
+}
+
+/// A shared THP reservation is a shmem file, so it follows `shmem_enabled`, not `enabled`:
+/// refused with `ShmemThpUnavailable` (naming the mode and the fix) when shmem THP is off, and
+/// backed by huge pages (`ShmemPmdMapped`) when it is `advise`. The host's mode is restored.
+#[test]
+fn shared_thp_follows_shmem_enabled() {
+    let Ok(text) = std::fs::read_to_string(SHMEM_THP) else {
+        let _ = need(false, "the kernel has no shmem THP (no shmem_enabled)");
+        return;
+    };
+    if !need(common::is_root(), "changing shmem_enabled needs root") {
+        return;
+    }
+    let _lock = pools_exclusive();
+    let _restore = ShmemThpMode(selected(&text));
+    let per_size = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled";
+    let inherits = std::fs::read_to_string(per_size).map_or(true, |t| selected(&t) == "inherit");
+    if !need(
+        inherits,
+        "the 2 MiB size has its own shmem_enabled (not `inherit`)",
+    ) {
+        return;
+    }
+    let b = || {
+        Reservation::builder(8 << 20)
+            .node(node0())
+            .page_size(PageSize::Transparent)
+            .shared(true)
+    };
+    std::fs::write(SHMEM_THP, "never").unwrap();
+    let e = b().preflight().unwrap_err();
+    assert!(
+        matches!(&e, Error::ShmemThpUnavailable { mode } if mode == "never"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("shmem_enabled"), "{e}");
+    // Auto for a shared reservation never lands on THP with shmem THP off.
+    let plan = Reservation::builder(8 << 20)
+        .node(node0())
+        .shared(true)
+        .preflight()
+        .unwrap();
+    assert_ne!(plan.page_size, PageSize::Transparent, "{:?}", plan.notes);
+
+    std::fs::write(SHMEM_THP, "advise").unwrap();
+    let r = b().build().unwrap();
+    let thp = r.report().thp_bytes.expect("a THP report");
+    assert!(
+        thp > 0,
+        "no huge page backs the shmem file: {:?}",
+        r.report().notes
+    );
+    let vma = numapin::smaps::vma_info(r.as_ptr() as usize)
+        .unwrap()
+        .unwrap();
+    assert_eq!(vma.shmem_pmd_mapped, thp);
+}
+
+/// The seals cannot stop a writer from punching a hole (only `F_SEAL_WRITE` could, and guest
+/// RAM must stay writable): `adopt` then refuses the file instead of silently allocating
+/// (and zeroing) the missing pages in the adopter.
+#[test]
+fn adopt_refuses_a_file_with_a_punched_hole() {
+    let _lock = pools_exclusive();
+    let r = Reservation::builder(1 << 20)
+        .page_size(PageSize::Base4K)
+        .lock(false)
+        .shared(true)
+        .build()
+        .unwrap();
+    let fd = r.as_fd().unwrap();
+    rustix::fs::fallocate(
+        fd,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        64 << 10,
+        8 << 10,
+    )
+    .expect("the seals allow punching holes");
+    let e = Reservation::adopt(fd.try_clone_to_owned().unwrap())
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        problem(e),
+        AdoptProblem::NotPopulated {
+            size: 1 << 20,
+            allocated: (1 << 20) - (8 << 10)
+        }
+    );
+}
+
+/// A shared reservation that fails after its file exists (the kernel's reservation at `mmap`
+/// finds the pool short: the topology given to the builder claimed more free pages than
+/// there are) leaves no descriptor, no mapping and no pool page behind.
+#[test]
+fn a_failed_shared_reservation_leaves_no_file_behind() {
+    let node = node0();
+    let _lock = pools_exclusive();
+    let free = free_pages(node.0, 2048);
+    if !need(free >= 1, "node needs a free 2M hugepage") {
+        return;
+    }
+    let mut t = Topology::from_sysfs().unwrap();
+    for n in &mut t.nodes {
+        for p in &mut n.hugepages {
+            p.free += 1 << 20;
+        }
+    }
+    let memfds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:numapin"))
+            })
+            .count()
+    };
+    let open_before = memfds();
+    let e = Reservation::builder((free + 8) * (2 << 20))
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .topology(t)
+        .shared(true)
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, Error::HugepagesShort { .. }), "{e}");
+    assert_eq!(memfds(), open_before, "the memfd was closed");
+    assert_eq!(free_pages(node.0, 2048), free);
+}

@@ -192,4 +192,10 @@ impl ClassStatus {
     pub fn available_bytes(&self) -> u64 {
         self.limit_bytes.saturating_sub(self.reserved_bytes)
     }
+
+    /// `reserved − limit` when more is reserved than the limit now allows (the pool or the
+    /// node's memory shrank under admitted charges, or the limit was lowered); 0 otherwise.
+    pub fn overcommitted_bytes(&self) -> u64 {
+        self.reserved_bytes.saturating_sub(self.limit_bytes)
+    }
 }

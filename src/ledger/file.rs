@@ -44,7 +44,9 @@ impl Ledger {
 
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
     /// topology) if it does not exist — and its directory (one level, mode 0755) if that is
-    /// missing, as `/run/numapin` is after boot.
+    /// missing, as `/run/numapin` is after boot. The ledger then follows this host's pools and
+    /// memory ([`Ledger::follow_host`]): they are re-read now, on every snapshot and on every
+    /// reservation's admission.
     ///
     /// # Errors
     /// As [`Ledger::open_existing`] and [`Ledger::create`].
@@ -52,7 +54,7 @@ impl Ledger {
     pub fn open_or_create(path: impl AsRef<Path>, config: &LedgerConfig) -> Result<Ledger> {
         let path = path.as_ref();
         trust::ensure_dir(path)?;
-        match Self::open_existing_with(path, config.group) {
+        let l = match Self::open_existing_with(path, config.group) {
             Err(Error::LedgerIo { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -62,7 +64,11 @@ impl Ledger {
                 Self::create(path, &classes, config)
             }
             r => r,
-        }
+        }?;
+        // Its classes are this host's: keep their capacities following the host.
+        l.follow_host();
+        l.refresh_capacity()?;
+        Ok(l)
     }
 
     /// Opens an existing ledger file and validates it: who may write it and its directory

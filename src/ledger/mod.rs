@@ -39,6 +39,8 @@
 
 mod config;
 mod file;
+#[cfg(not(loom))]
+mod handover;
 mod owner;
 mod reaper;
 mod record;
@@ -57,6 +59,8 @@ use crate::error::{Error, Result};
 use crate::units::{NodeId, PageSize};
 
 pub use config::{ClassSpec, ClassStatus, LedgerConfig};
+#[cfg(not(loom))]
+pub use handover::Handover;
 use owner::{current_owner, Beacon, Beacons};
 pub use record::VmRecord;
 pub use snapshot::{snapshot_is_consistent, SNAPSHOT_TRIES};
@@ -105,6 +109,8 @@ pub struct Ledger {
     classes: Vec<(NodeId, u64)>,
     /// The slots' locks: who is alive, and who may write a slot (see `owner.rs`).
     beacons: Beacons,
+    /// Whether capacities follow this host's pools and memory ([`Ledger::follow_host`]).
+    follows_host: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -139,6 +145,7 @@ impl Ledger {
             path,
             classes,
             beacons,
+            follows_host: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -208,6 +215,58 @@ impl Ledger {
             t.store(d + D_LIMIT, spec.limit_bytes())
         })()
         .map_err(|b| self.bad(b))
+    }
+
+    /// Makes this ledger's capacities follow this host: from now on every [`Ledger::snapshot`]
+    /// (`numapin status`) and every [`Ledger::try_charge_parts`] (a reservation's admission)
+    /// first re-reads the pools and node memory ([`Ledger::refresh_capacity`]). Set by
+    /// [`Ledger::open`] and [`Ledger::open_or_create`], whose classes come from this host.
+    pub fn follow_host(&self) {
+        self.follows_host
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Re-reads this host's hugetlb pools and node memory (sysfs) and sets every class's
+    /// capacity, and so its limit, to what the host has now (each class keeps its host reserve
+    /// and headroom). A pool that grew admits more at once; one that shrank below what is
+    /// reserved shows as over-commit ([`ClassStatus::overcommitted_bytes`], a warning in
+    /// `numapin status`), never as a limit that silently disagrees with the host. Charges
+    /// already admitted stay. Returns how many classes changed.
+    ///
+    /// # Errors
+    /// A sysfs error; [`Error::LedgerInvalid`].
+    #[cfg(not(loom))]
+    pub fn refresh_capacity(&self) -> Result<usize> {
+        let topo = crate::topology::Topology::from_sysfs()?;
+        let now = ClassSpec::from_topology(&topo, 0, 0);
+        let mut changed = 0;
+        for st in self.classes()? {
+            let Some(spec) = now
+                .iter()
+                .find(|c| c.node == st.node && c.page_size_bytes == st.page_size_bytes)
+            else {
+                continue; // the node or pool is gone from sysfs: keep what the file says
+            };
+            if spec.capacity_bytes != st.capacity_bytes {
+                self.set_capacity(&ClassSpec {
+                    capacity_bytes: spec.capacity_bytes,
+                    host_reserve_bytes: st.host_reserve_bytes,
+                    headroom_ppm: st.headroom_ppm,
+                    ..*spec
+                })?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// [`Ledger::refresh_capacity`] if this ledger follows the host.
+    pub(crate) fn refresh_if_host(&self) -> Result<()> {
+        #[cfg(not(loom))]
+        if self.follows_host.load(std::sync::atomic::Ordering::Relaxed) {
+            self.refresh_capacity()?;
+        }
+        Ok(())
     }
 
     // ---- charging ------------------------------------------------------------------------
@@ -349,13 +408,17 @@ impl Ledger {
     /// of one request, all or nothing: if one part is refused, the parts already charged are
     /// released and the record is freed before the error returns.
     ///
+    /// A ledger that follows the host ([`Ledger::follow_host`]) re-reads its capacities first.
+    ///
     /// # Errors
-    /// As [`Ledger::vm`] and [`VmRecord::try_charge`] (for the first part refused).
+    /// As [`Ledger::vm`] and [`VmRecord::try_charge`] (for the first part refused); a sysfs
+    /// error from [`Ledger::refresh_capacity`].
     pub fn try_charge_parts(
         self: &Arc<Self>,
         name: &str,
         parts: &[(NodeId, u64, u64)],
     ) -> Result<VmRecord> {
+        self.refresh_if_host()?;
         let mut rec = self.vm(name)?;
         for &(node, page_size_bytes, bytes) in parts {
             if bytes > 0 {

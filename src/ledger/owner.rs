@@ -135,6 +135,14 @@ mod ofd {
             }
         }
 
+        /// Whether `fd` refers to the ledger's file (same device and inode).
+        pub(crate) fn same_file(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<bool> {
+            let a =
+                rustix::fs::fstat(&self.file).map_err(|e| self.io("fstat", e.raw_os_error()))?;
+            let b = rustix::fs::fstat(fd).map_err(|e| self.io("fstat", e.raw_os_error()))?;
+            Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        }
+
         /// Whether some open file description holds the lock of the slot at byte `off`.
         pub(crate) fn is_held(&self, off: u64) -> Result<bool> {
             crate::sys::ofd_is_locked(self.file.as_fd(), off, 1)
@@ -143,6 +151,16 @@ mod ofd {
     }
 
     impl Beacon {
+        /// The descriptor of the lock's open file description (to hand the record over).
+        pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
+            self.file.into()
+        }
+
+        /// A lock held through this descriptor's open file description (a handed-over record).
+        pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Beacon {
+            Beacon { file: fd.into() }
+        }
+
         /// Clears close-on-exec on the lock's descriptor and returns it: the record then stays
         /// alive across `exec` for as long as the new program keeps that descriptor open.
         pub(crate) fn keep_across_exec(&self) -> std::io::Result<RawFd> {

@@ -21,6 +21,7 @@ impl Ledger {
     /// # Errors
     /// [`crate::Error::LedgerInvalid`] if the file holds out-of-range values.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        self.refresh_if_host()?;
         let _ = self.reap()?;
         let mut snap = self.snapshot_no_reap()?;
         for _ in 1..SNAPSHOT_TRIES {

@@ -85,6 +85,7 @@ fn run(spec: &Spec, name: &str) -> Check {
         ["default", "local"] => default_local(spec),
         ["default", "nearest"] => default_nearest(spec),
         ["ledger"] => ledger(spec),
+        ["shared", n] => shared_adopted(node_of(n)),
         _ => crate::vmm_guest::run(spec, name)
             .unwrap_or_else(|| Err(format!("unknown scenario {name}"))),
     }
@@ -1028,4 +1029,76 @@ fn ledger(spec: &Spec) -> Check {
         );
     }
     Ok(d.join(", "))
+}
+
+/// A shared reservation (2M memfd) bound to `node`, adopted by a second process (this binary's
+/// ignored `shared_adopter` test, which inherits the descriptor): the adopter finds every page
+/// on `node` too, with `move_pages` and in its own `numa_maps`, and the pool moves by no page.
+fn shared_adopted(node: NodeId) -> Check {
+    use std::os::fd::AsRawFd;
+    let r = Reservation::builder(16 * MIB)
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .shared(true)
+        .build()
+        .map_err(|e| format!("shared reservation: {e}"))?;
+    let (kernel, _, line) = numa_maps(r.as_ptr() as usize)?;
+    ensure!(
+        kernel.keys().copied().collect::<Vec<_>>() == vec![node],
+        "creator's numa_maps: {line}"
+    );
+    // A duplicate without close-on-exec for the child (this runner is single-threaded).
+    let fd = r
+        .as_fd()
+        .unwrap()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty()).map_err(|e| e.to_string())?;
+    let free = pool_count(node.0, 2048, "free_hugepages");
+    let out = Command::new("/proc/self/exe")
+        .args(["--ignored", "--exact", "shared_adopter", "--nocapture"])
+        .env("NUMAVM_ADOPT_FD", fd.as_raw_fd().to_string())
+        .env("NUMAVM_ADOPT_NODE", node.0.to_string())
+        .output()
+        .map_err(|e| format!("spawn the adopter: {e}"))?;
+    drop(fd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let adopted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ADOPTED "))
+        .ok_or_else(|| {
+            format!(
+                "adopter failed ({}): {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?
+        .to_string();
+    let after = pool_count(node.0, 2048, "free_hugepages");
+    ensure!(
+        after == free,
+        "the adopter moved the pool: {free} -> {after}"
+    );
+    Ok(format!("creator: {line}; adopter: {adopted}"))
+}
+
+/// The second process of `shared.nN`: adopts the inherited memfd, requiring every page on the
+/// node, and reports its own numa_maps line.
+pub fn shared_adopter() {
+    use std::os::fd::FromRawFd;
+    let fd: i32 = std::env::var("NUMAVM_ADOPT_FD").unwrap().parse().unwrap();
+    let node = NodeId(std::env::var("NUMAVM_ADOPT_NODE").unwrap().parse().unwrap());
+    // SAFETY: the parent passed this descriptor to us open, and nothing else in this process
+    // owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let a = Reservation::adopt(fd)
+        .size(16 * MIB)
+        .page_size(PageSize::Huge2M)
+        .node(node)
+        .build()
+        .unwrap_or_else(|e| panic!("adopt: {e}"));
+    let (kernel, _, line) = numa_maps(a.as_ptr() as usize).unwrap();
+    assert_eq!(kernel.get(&node), Some(&(16 * MIB)), "{line}");
+    assert_eq!(a.report().placement.get(&node), Some(&(16 * MIB)));
+    println!("ADOPTED {line}");
 }

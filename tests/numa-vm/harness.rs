@@ -209,6 +209,8 @@ impl Spec {
         if mem.len() >= 2 {
             s.push("many".into());
             s.push("ledger".into());
+            // A shared reservation on the second node with memory, adopted by another process.
+            s.push(format!("shared.n{}", mem[1].id));
         }
         s.push("default.local".into());
         if self

@@ -11,6 +11,7 @@ mod exporter;
 mod plan;
 mod reserve;
 mod run;
+mod serve;
 mod status;
 mod topology;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Reserve shared memory (a sealed memfd), then exec an unmodified VMM on it:
     /// `numapin run --size 4GiB --vm web-1 -- qemu-system-x86_64 ... mem-path={path},share=on`.
     Run(run::Args),
+    /// Run the warm-pool service: pre-zeroed memory per (node, page size), handed out as sealed
+    /// memfds over a UNIX socket (`reserve --from-pool`, `run --from-pool`).
+    Serve(serve::Args),
     /// Plan capacity over `status --json` snapshots: N+K failover, headroom, right-sizing.
     Plan(plan::Args),
     /// Benchmark a reservation against a ballooning baseline, side by side (ratio > 1: numapin better).
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Some(Command::Topology(a)) => topology::run(&a),
         Some(Command::Reserve(a)) => reserve::run(&a),
         Some(Command::Run(a)) => run::run(&a),
+        Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Status(a)) => status::run(&a),
     };

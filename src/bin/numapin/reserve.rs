@@ -45,6 +45,51 @@ pub struct Args {
     /// The ledger file for --vm (default: $NUMAPIN_LEDGER, else /run/numapin/ledger).
     #[arg(long, requires = "vm")]
     ledger: Option<std::path::PathBuf>,
+    /// Ask the warm-pool service (`numapin serve`) instead of reserving here: warm memory if a
+    /// pool matches, else a cold reservation made by the service. Needs --vm.
+    #[arg(long, requires = "vm")]
+    from_pool: bool,
+    /// The service's socket for --from-pool (default: $NUMAPIN_SOCKET, else
+    /// /run/numapin/serve.sock).
+    #[arg(long, requires = "from_pool")]
+    socket: Option<std::path::PathBuf>,
+}
+
+/// `--from-pool`: the memory comes from the service, adopted here.
+fn from_pool(a: &Args) -> Result<(), CliError> {
+    let path = a
+        .ledger
+        .clone()
+        .unwrap_or_else(numapin::ledger::default_path);
+    let socket = a
+        .socket
+        .clone()
+        .unwrap_or_else(numapin::pool::default_socket);
+    let client =
+        numapin::pool::PoolClient::new(socket, std::sync::Arc::new(numapin::Ledger::open(path)?));
+    let mut req =
+        numapin::pool::Request::new(a.vm.clone().unwrap_or_default(), a.size, a.page_size);
+    req.nodes = a.nodes.clone();
+    req.policy = a.policy;
+    let served = client.request(&req)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = serde_json::json!({ "grant": served.grant, "report": served.reservation.report() });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(
+            out,
+            "from pool: {:?}, service took {:.3}s",
+            served.grant.source, served.grant.service_seconds
+        )?;
+        write!(out, "{}", served.reservation.report())?;
+    }
+    out.flush()?;
+    drop(out);
+    if !a.hold_secs.is_zero() {
+        std::thread::sleep(a.hold_secs);
+    }
+    Ok(())
 }
 
 /// `--hold-secs`: seconds as a finite, non-negative number that a `Duration` holds (not `inf`,
@@ -63,6 +108,9 @@ fn parse_hold_secs(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: &Args) -> Result<(), CliError> {
+    if a.from_pool {
+        return from_pool(a);
+    }
     let mut b = Reservation::builder(a.size)
         .policy(a.policy)
         .page_size(a.page_size)

@@ -46,6 +46,13 @@ pub struct Args {
     /// The ledger file (default: $NUMAPIN_LEDGER, else the host ledger).
     #[arg(long)]
     ledger: Option<std::path::PathBuf>,
+    /// Ask the warm-pool service (`numapin serve`) for the memory instead of reserving here.
+    #[arg(long)]
+    from_pool: bool,
+    /// The service's socket for --from-pool (default: $NUMAPIN_SOCKET, else
+    /// /run/numapin/serve.sock).
+    #[arg(long, requires = "from_pool")]
+    socket: Option<std::path::PathBuf>,
     /// Do not print the reservation's report on stderr before starting the VMM.
     #[arg(long, short)]
     quiet: bool,
@@ -86,26 +93,53 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .ledger
         .clone()
         .unwrap_or_else(numapin::ledger::default_path);
-    let mut b = Reservation::builder(a.size)
-        .policy(a.policy)
-        .page_size(a.page_size)
-        .shared(true)
-        .ledger(std::sync::Arc::new(numapin::Ledger::open(path)?))
-        .vm(a.vm.clone());
-    if !a.nodes.is_empty() {
-        b = b.nodes(a.nodes.iter().map(|&n| NodeId(n)));
-    }
-    if let Some(t) = a.threads {
-        b = b.threads(t);
-    }
-    let r = crate::reserve::wait_with_progress(b.build_background()?)?;
-    if !a.quiet {
-        eprint!("{}", r.report());
-    }
-    let page_size = r.page_size();
-    let size = r.len() as u64;
-    let (fd, record) = r.into_fd().expect("built with .shared(true)");
-    let record = record.expect("built with a ledger");
+    let (fd, record, page_size, size) = if a.from_pool {
+        let socket = a
+            .socket
+            .clone()
+            .unwrap_or_else(numapin::pool::default_socket);
+        let client = numapin::pool::PoolClient::new(
+            socket,
+            std::sync::Arc::new(numapin::Ledger::open(path)?),
+        );
+        let mut req = numapin::pool::Request::new(a.vm.clone(), a.size, a.page_size);
+        req.nodes = a.nodes.clone();
+        req.policy = a.policy;
+        let (fd, record, grant) = client.request_fd(&req)?;
+        if !a.quiet {
+            eprintln!(
+                "from pool: {:?}, {} of {} pages on node(s) {:?}, service took {:.3}s",
+                grant.source,
+                numapin::format_bytes(grant.size),
+                grant.page_size,
+                grant.nodes,
+                grant.service_seconds
+            );
+        }
+        (fd, record, grant.page_size, grant.size)
+    } else {
+        let mut b = Reservation::builder(a.size)
+            .policy(a.policy)
+            .page_size(a.page_size)
+            .shared(true)
+            .ledger(std::sync::Arc::new(numapin::Ledger::open(path)?))
+            .vm(a.vm.clone());
+        if !a.nodes.is_empty() {
+            b = b.nodes(a.nodes.iter().map(|&n| NodeId(n)));
+        }
+        if let Some(t) = a.threads {
+            b = b.threads(t);
+        }
+        let r = crate::reserve::wait_with_progress(b.build_background()?)?;
+        if !a.quiet {
+            eprint!("{}", r.report());
+        }
+        let page_size = r.page_size();
+        let size = r.len() as u64;
+        let (fd, record) = r.into_fd().expect("built with .shared(true)");
+        let record = record.expect("built with a ledger");
+        (fd, record, page_size, size)
+    };
     let fd: OwnedFd = fd;
     // The VMM inherits the memory's descriptor, and the descriptor holding the record's lock
     // (its liveness): the VMM then holds the record until it exits.

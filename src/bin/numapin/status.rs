@@ -143,6 +143,25 @@ fn table(
             )?;
         }
     }
+    for n in &snap.nodes {
+        for c in n
+            .classes
+            .iter()
+            .filter(|c| c.reserved_bytes > c.limit_bytes)
+        {
+            writeln!(
+                out,
+                "OVER-COMMITTED: node {} {}: {} reserved, {} over the limit of {} (capacity {}: the pool or memory shrank under admitted VMs); grow it back or move VMs",
+                n.id.0,
+                class_name(c.page_size_bytes),
+                format_bytes(c.reserved_bytes),
+                format_bytes(c.reserved_bytes - c.limit_bytes),
+                format_bytes(c.limit_bytes),
+                format_bytes(c.capacity_bytes)
+            )?;
+        }
+    }
+    warm_table(out, snap)?;
     if snap.vms.is_empty() {
         writeln!(out, "no VMs")?;
         return Ok(());
@@ -183,6 +202,43 @@ fn table(
                 class_name(r.page_size_bytes)
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Warm memory held by `numapin serve` (records named `numapin::pool::WARM_NAME`), per node and
+/// class; nothing when no service holds any.
+fn warm_table(out: &mut impl Write, snap: &numapin::snapshot::Snapshot) -> std::io::Result<()> {
+    let mut warm = std::collections::BTreeMap::<(u32, u64), (u64, usize)>::new();
+    for v in snap
+        .vms
+        .iter()
+        .filter(|v| v.name == numapin::pool::WARM_NAME)
+    {
+        for r in &v.reservations {
+            let e = warm.entry((r.node.0, r.page_size_bytes)).or_default();
+            e.0 += r.bytes;
+            e.1 += 1;
+        }
+    }
+    if warm.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nwarm (numapin serve: zeroed, ready to hand out)")?;
+    writeln!(
+        out,
+        "{:>4}  {:>6}  {:>11}  {:>6}",
+        "node", "class", "warm", "files"
+    )?;
+    for ((node, class), (bytes, n)) in warm {
+        writeln!(
+            out,
+            "{:>4}  {:>6}  {:>11}  {:>6}",
+            node,
+            class_name(class),
+            format_bytes(bytes),
+            n
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,110 @@
+//! Warm pools: memory populated, zeroed, placed and sealed before anyone asks for it, held by
+//! a host service (`numapin serve`) and handed out as sealed memfds over a UNIX socket.
+//!
+//! ```text
+//!   numapin serve                                      a VMM process (PoolClient)
+//!   warm chunks per (node, page size) ── memfd + ledger lock ──SCM_RIGHTS──▶ take over the
+//!     charged to the service's records                          record, adopt the memfd
+//!   ▲ zeroed at SCHED_IDLE on the node's CPUs ◀── the memfd's lock drops when the client is
+//!   └──────────────────────────────────────────── done with the memory (exit, close, unmap)
+//! ```
+//!
+//! - **Handing out** ([`Service`], [`PoolClient`]): a request (VM name, size, nodes, policy,
+//!   page size; [`Request`]) is answered with the memory file and the descriptor that holds
+//!   its ledger record ([`crate::ledger::Handover`]): the charge stays in its slot and only its
+//!   holder changes, so the bytes never count twice or not at all. A request no warm chunk
+//!   matches is served by a cold reservation with the same engine: the service never refuses
+//!   what a cold reservation would grant.
+//! - **Getting it back**: each handed-out memory file gets a new open file description with an
+//!   OFD lock on its first byte; the client's descriptors and mappings keep that description
+//!   (and the lock) alive, so the lock drops exactly when the client is done with the memory.
+//!   The service then checks `/proc` that no process still maps or holds the file, zeroes it
+//!   at idle priority on the node's CPUs, charges it to itself again and puts it back.
+//! - **Ledger**: warm memory is charged to records named [`WARM_NAME`] held by the service;
+//!   `numapin status` shows them per node and class. If the service dies, its records die with
+//!   it (reaped like any other), and clients keep theirs.
+//!
+//! See `docs/pool.md`.
+
+mod client;
+mod protocol;
+mod service;
+mod zero;
+
+use std::path::PathBuf;
+
+pub use client::{PoolClient, Served};
+pub use protocol::{
+    Grant, Refusal, RefusalKind, Request, Response, Source, MAX_MESSAGE, PROTOCOL_VERSION,
+};
+pub use service::{PoolTarget, Service, ServiceConfig, ServiceStats};
+pub use zero::{memset_gib_per_s, zero_file};
+
+/// The ledger name of the records that hold warm memory (charged to the service).
+pub const WARM_NAME: &str = "numapin-serve:warm";
+
+/// Where the service listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/numapin/serve.sock";
+
+/// The environment variable naming the service's socket.
+pub const ENV_SOCKET: &str = "NUMAPIN_SOCKET";
+
+/// The socket path: `$NUMAPIN_SOCKET` if set and not empty, else [`DEFAULT_SOCKET`].
+pub fn default_socket() -> PathBuf {
+    match std::env::var_os(ENV_SOCKET) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// What can go wrong talking to the warm-pool service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The service's socket could not be reached.
+    #[error("cannot connect to the warm-pool service at {}: {source}; is `numapin serve` running, and may this user open the socket (root or the service's group)?", socket.display())]
+    Connect {
+        /// The socket.
+        socket: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Sending or receiving failed (the service died, or timed out).
+    #[error("warm-pool service at {}: {op} failed: {source}; check the service's log", socket.display())]
+    Io {
+        /// The socket.
+        socket: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The other side did not speak the protocol.
+    #[error("warm-pool service at {}: protocol error: {what}; client and service must be the same numapin version (protocol {PROTOCOL_VERSION})", socket.display())]
+    Protocol {
+        /// The socket.
+        socket: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// The service refused the request.
+    #[error("warm-pool service at {} refused the request ({kind:?}): {message}", socket.display())]
+    Refused {
+        /// The socket.
+        socket: PathBuf,
+        /// Why, as a kind.
+        kind: RefusalKind,
+        /// Why, in words with the numbers.
+        message: String,
+    },
+    /// Setting up the service failed.
+    #[error("cannot start the warm-pool service on {}: {what}: {source}", socket.display())]
+    Setup {
+        /// The socket.
+        socket: PathBuf,
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

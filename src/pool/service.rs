@@ -1,0 +1,883 @@
+//! `numapin serve`: the warm pools, the socket, the hand-outs, and the background work
+//! (refill, return, zero).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{self, Grant, Refusal, RefusalKind, Request, Response, Source};
+use super::{zero, PoolError, PROTOCOL_VERSION, WARM_NAME};
+use crate::error::{Error, Result};
+use crate::ledger::{class_of, Ledger, VmRecord};
+use crate::reservation::{MemPolicy, Reservation};
+use crate::units::{format_bytes, parse_size, NodeId, PageSize};
+
+/// One warm pool: `count` memory files of `chunk` bytes of `page_size` pages on `node`, kept
+/// populated, zeroed and sealed. Written `NODE:PAGE:COUNTxCHUNK`, e.g. `0:2m:8x512MiB`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolTarget {
+    /// The node.
+    pub node: NodeId,
+    /// The page size (concrete: 4k, 2m or 1g).
+    #[serde(with = "page_text")]
+    pub page_size: PageSize,
+    /// Bytes per memory file (a request of exactly this size is served warm).
+    #[serde(with = "size_text")]
+    pub chunk: u64,
+    /// How many to keep ready.
+    pub count: u32,
+}
+
+mod size_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            N(u64),
+            S(String),
+        }
+        match Size::deserialize(d)? {
+            Size::N(n) => Ok(n),
+            Size::S(s) => crate::units::parse_size(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+mod page_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::units::PageSize;
+
+    pub fn serialize<S: Serializer>(v: &PageSize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    /// `2m` as on the command line, or the serde name (`huge2m`) as in `status --json`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PageSize, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "base4k" => Ok(PageSize::Base4K),
+            "transparent" => Ok(PageSize::Transparent),
+            "huge2m" => Ok(PageSize::Huge2M),
+            "huge1g" => Ok(PageSize::Huge1G),
+            o => o.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl FromStr for PoolTarget {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("bad pool {s:?}: expected NODE:PAGE:COUNTxSIZE, e.g. 0:2m:8x512MiB");
+        let mut it = s.split(':');
+        let (Some(n), Some(p), Some(cs), None) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(bad());
+        };
+        let node = n.parse::<u32>().map_err(|_| bad())?;
+        let page_size: PageSize = p.parse().map_err(|e| format!("{}: {e}", bad()))?;
+        if page_size.bytes().is_none() {
+            return Err(format!(
+                "{}: the page size must be concrete (4k, 2m, 1g)",
+                bad()
+            ));
+        }
+        let (c, size) = cs.split_once(['x', 'X']).ok_or_else(bad)?;
+        let count = c.parse::<u32>().map_err(|_| bad())?;
+        let chunk = parse_size(size).map_err(|e| format!("{}: {e}", bad()))?;
+        let page = page_size.bytes().unwrap_or(4096) as u64;
+        if chunk == 0 || chunk % page != 0 {
+            return Err(format!(
+                "{}: {} is not a positive multiple of the page size {}",
+                bad(),
+                format_bytes(chunk),
+                format_bytes(page)
+            ));
+        }
+        Ok(PoolTarget {
+            node: NodeId(node),
+            page_size,
+            chunk,
+            count,
+        })
+    }
+}
+
+/// How to run the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The socket path (its directory is created with mode 0750, or 0700 without a group).
+    pub socket: PathBuf,
+    /// The ledger the warm memory is charged to (clients must use the same file).
+    pub ledger: Arc<Ledger>,
+    /// A group whose members may ask for memory besides root (and the service's own user).
+    pub group: Option<u32>,
+    /// The warm pools.
+    pub pools: Vec<PoolTarget>,
+    /// How often the background thread looks for returned memory and refills.
+    pub poll: Duration,
+    /// How long a connection may take to send its request.
+    pub request_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// A configuration with the defaults: no group, no pools, 20 ms poll, 10 s request
+    /// timeout.
+    pub fn new(socket: impl Into<PathBuf>, ledger: Arc<Ledger>) -> ServiceConfig {
+        ServiceConfig {
+            socket: socket.into(),
+            ledger,
+            group: None,
+            pools: Vec::new(),
+            poll: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the service has done so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceStats {
+    /// Requests served from a warm pool.
+    pub warm_served: u64,
+    /// Requests served by a cold reservation.
+    pub cold_served: u64,
+    /// Requests refused.
+    pub refused: u64,
+    /// Memory files returned by clients.
+    pub returned: u64,
+    /// Bytes zeroed in the background, and the seconds it took.
+    pub zeroed_bytes: u64,
+    /// Seconds spent zeroing.
+    pub zero_seconds: f64,
+    /// Bytes made warm from nothing (refill), and the seconds it took.
+    pub refilled_bytes: u64,
+    /// Seconds spent refilling.
+    pub refill_seconds: f64,
+    /// Returned files found still held by a process (not zeroed yet, looked at again later).
+    pub deferred: u64,
+    /// Warm files dropped (over the target, or their charge refused on return).
+    pub dropped: u64,
+}
+
+enum State {
+    /// Zeroed, charged to the service.
+    Warm(VmRecord),
+    /// Handed out; the client's description of the file holds the file's lock.
+    Out,
+    /// Being handed out by a connection thread.
+    Busy,
+    /// Given back by its client; to be zeroed by the background thread.
+    Returned,
+}
+
+struct Chunk {
+    target: usize,
+    file: OwnedFd,
+    state: State,
+    /// How many times it was handed out.
+    generation: u64,
+}
+
+struct Inner {
+    cfg: ServiceConfig,
+    chunks: Mutex<Vec<Chunk>>,
+    stats: Mutex<ServiceStats>,
+    cpus: Vec<Vec<u32>>,
+}
+
+/// The warm-pool service. [`Service::bind`], then [`Service::run`] (blocks).
+pub struct Service {
+    inner: Arc<Inner>,
+    listener: OwnedFd,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("socket", &self.inner.cfg.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn setup(socket: &std::path::Path, what: &str, source: std::io::Error) -> Error {
+    PoolError::Setup {
+        socket: socket.to_path_buf(),
+        what: what.into(),
+        source,
+    }
+    .into()
+}
+
+impl Service {
+    /// Creates the socket (directory and modes set, a stale socket of a dead service replaced)
+    /// and checks the pools against the ledger. Nothing is reserved yet.
+    ///
+    /// # Errors
+    /// [`PoolError::Setup`] if the socket cannot be made or another service listens on it;
+    /// [`Error::LedgerNoClass`] for a pool the ledger has no class for; [`Error::InvalidConfig`]
+    /// for a pool with a page size that is not concrete.
+    pub fn bind(cfg: ServiceConfig) -> Result<Service> {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        for p in &cfg.pools {
+            let class = class_of(p.page_size).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "pool on node {}: page size must be concrete",
+                    p.node
+                ))
+            })?;
+            cfg.ledger.class_index(p.node, class)?;
+        }
+        let sock = &cfg.socket;
+        if let Some(dir) = sock.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| setup(sock, "create the directory", e))?;
+                let mode = if cfg.group.is_some() { 0o750 } else { 0o700 };
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| setup(sock, "chmod the directory", e))?;
+                if let Some(g) = cfg.group {
+                    std::os::unix::fs::chown(dir, None, Some(g))
+                        .map_err(|e| setup(sock, "chown the directory", e))?;
+                }
+            }
+        }
+        match std::fs::symlink_metadata(sock) {
+            Ok(m) if m.file_type().is_socket() => match protocol::connect(sock) {
+                Ok(_) => {
+                    return Err(setup(
+                        sock,
+                        "another service is listening on the socket",
+                        std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(sock)
+                    .map_err(|e| setup(sock, "remove the stale socket", e))?,
+            },
+            Ok(_) => {
+                return Err(setup(
+                    sock,
+                    "the path exists and is not a socket",
+                    std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                ))
+            }
+            Err(_) => {}
+        }
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| setup(sock, "socket", e.into()))?;
+        let addr =
+            SocketAddrUnix::new(sock.as_path()).map_err(|e| setup(sock, "address", e.into()))?;
+        // No moment with a socket others may open: bind under a strict umask, then loosen.
+        let old = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o177));
+        let r = rustix::net::bind(&fd, &addr);
+        rustix::process::umask(old);
+        r.map_err(|e| setup(sock, "bind", e.into()))?;
+        if let Some(g) = cfg.group {
+            std::os::unix::fs::chown(sock, None, Some(g)).map_err(|e| setup(sock, "chown", e))?;
+            std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| setup(sock, "chmod", e))?;
+        }
+        rustix::net::listen(&fd, 128).map_err(|e| setup(sock, "listen", e.into()))?;
+        let topo = crate::topology::Topology::from_sysfs().ok();
+        let cpus = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                topo.as_ref()
+                    .and_then(|t| t.node(p.node))
+                    .map(|n| n.cpus.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(Service {
+            inner: Arc::new(Inner {
+                cfg,
+                chunks: Mutex::new(Vec::new()),
+                stats: Mutex::new(ServiceStats::default()),
+                cpus,
+            }),
+            listener: fd,
+        })
+    }
+
+    /// What the service has done so far.
+    pub fn stats(&self) -> ServiceStats {
+        self.inner
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// A function that reads [`Service::stats`] from another thread while [`Service::run`]
+    /// blocks.
+    pub fn stats_reader(&self) -> impl Fn() -> ServiceStats + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        move || inner.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Starts the background thread (refill, return, zero: at `SCHED_IDLE`), then accepts
+    /// connections forever, one thread per connection.
+    ///
+    /// # Errors
+    /// [`PoolError::Setup`] if `accept` fails for a reason other than a peer that went away.
+    pub fn run(&self) -> Result<()> {
+        let bg = Arc::clone(&self.inner);
+        std::thread::Builder::new()
+            .name("numapin-pool".into())
+            .spawn(move || bg.background())
+            .map_err(|e| setup(&self.inner.cfg.socket, "spawn the background thread", e))?;
+        loop {
+            let conn =
+                match rustix::net::accept_with(&self.listener, rustix::net::SocketFlags::CLOEXEC) {
+                    Ok(c) => c,
+                    Err(e)
+                        if e == rustix::io::Errno::INTR || e == rustix::io::Errno::CONNABORTED =>
+                    {
+                        continue
+                    }
+                    Err(e) if e == rustix::io::Errno::MFILE || e == rustix::io::Errno::NFILE => {
+                        eprintln!("numapin serve: accept: {e}; retrying in 100 ms");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    Err(e) => return Err(setup(&self.inner.cfg.socket, "accept", e.into())),
+                };
+            let inner = Arc::clone(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("numapin-conn".into())
+                .spawn(move || inner.serve_connection(conn));
+            if let Err(e) = spawned {
+                eprintln!("numapin serve: cannot spawn a connection thread: {e}");
+            }
+        }
+    }
+}
+
+/// Whether `uid`/`gid` (and the peer's supplementary groups) may ask for memory.
+fn peer_allowed(cred: &rustix::net::UCred, group: Option<u32>) -> bool {
+    let uid = cred.uid.as_raw();
+    if uid == 0 || uid == rustix::process::geteuid().as_raw() {
+        return true;
+    }
+    let Some(g) = group else { return false };
+    if cred.gid.as_raw() == g {
+        return true;
+    }
+    // Supplementary groups, as the kernel saw them when the peer connected would be better;
+    // /proc is what is available (a peer that changed its groups since only loses access).
+    std::fs::read_to_string(format!("/proc/{}/status", cred.pid.as_raw_nonzero()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:").map(str::to_owned))
+        })
+        .is_some_and(|l| l.split_whitespace().any(|x| x.parse() == Ok(g)))
+}
+
+fn refusal(kind: RefusalKind, message: String) -> Response {
+    Response::Refused(Refusal {
+        version: PROTOCOL_VERSION,
+        kind,
+        message,
+    })
+}
+
+impl Inner {
+    fn ledger(&self) -> &Arc<Ledger> {
+        &self.cfg.ledger
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut ServiceStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn chunks(&self) -> std::sync::MutexGuard<'_, Vec<Chunk>> {
+        // A panicking thread cannot leave the vector half-changed (each change is one
+        // assignment or push/remove), so a poisoned lock is still usable.
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One connection: read one request, answer it. Every failure ends only this connection.
+    fn serve_connection(&self, conn: OwnedFd) {
+        let _ = protocol::set_timeouts(&conn, self.cfg.request_timeout);
+        let cred = match rustix::net::sockopt::socket_peercred(&conn) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("numapin serve: SO_PEERCRED: {e}");
+                return;
+            }
+        };
+        if !peer_allowed(&cred, self.cfg.group) {
+            self.stat(|s| s.refused += 1);
+            let r = refusal(
+                RefusalKind::PeerNotAllowed,
+                format!(
+                    "uid {} gid {} may not ask for memory: root{} only",
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                    self.cfg
+                        .group
+                        .map_or(String::new(), |g| format!(" and members of group {g}"))
+                ),
+            );
+            self.send(&conn, &r, &[]);
+            return;
+        }
+        let req = match protocol::recv_msg(conn.as_fd()) {
+            Ok(Some((bytes, _fds))) => serde_json::from_slice::<Request>(&bytes),
+            // The peer went away (or timed out) before asking: nothing to do.
+            Ok(None) | Err(_) => return,
+        };
+        let req = match req {
+            Ok(r) if r.version == PROTOCOL_VERSION => r,
+            Ok(r) => {
+                self.stat(|s| s.refused += 1);
+                let m = format!(
+                    "protocol version {} asked, this service speaks {PROTOCOL_VERSION}",
+                    r.version
+                );
+                self.send(&conn, &refusal(RefusalKind::Version, m), &[]);
+                return;
+            }
+            Err(e) => {
+                self.stat(|s| s.refused += 1);
+                let m = format!("not a request: {e}");
+                self.send(&conn, &refusal(RefusalKind::BadRequest, m), &[]);
+                return;
+            }
+        };
+        if req.vm.is_empty() || req.vm.len() > 64 {
+            self.stat(|s| s.refused += 1);
+            let m = format!("the VM name must be 1 to 64 bytes (got {})", req.vm.len());
+            self.send(&conn, &refusal(RefusalKind::BadRequest, m), &[]);
+            return;
+        }
+        let t0 = Instant::now();
+        if self.serve_warm(&conn, &req, t0) {
+            return;
+        }
+        self.serve_cold(&conn, &req, t0);
+    }
+
+    fn send(&self, conn: &OwnedFd, r: &Response, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+        match serde_json::to_vec(r) {
+            Ok(b) => protocol::send_msg(conn.as_fd(), &b, fds).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Serves from a warm chunk if one matches; false if none does (or handing it failed
+    /// before anything was sent: then the chunk is warm again).
+    fn serve_warm(&self, conn: &OwnedFd, req: &Request, t0: Instant) -> bool {
+        let matches = |p: &PoolTarget| {
+            p.chunk == req.size
+                && p.page_size == req.page_size
+                && (req.nodes.is_empty() || req.nodes == [p.node.0])
+                && req.policy != MemPolicy::Interleave
+        };
+        let picked = {
+            let mut chunks = self.chunks();
+            let i = chunks.iter().position(|c| {
+                matches!(c.state, State::Warm(_)) && matches(&self.cfg.pools[c.target])
+            });
+            i.map(|i| {
+                let c = &mut chunks[i];
+                let State::Warm(rec) = std::mem::replace(&mut c.state, State::Busy) else {
+                    unreachable!("matched Warm")
+                };
+                (c.file.as_raw_fd(), rec, c.target, c.generation)
+            })
+        };
+        let Some((raw, rec, target, generation)) = picked else {
+            return false;
+        };
+        let p = self.cfg.pools[target].clone();
+        let put_back = |rec: VmRecord| self.set_state(raw, State::Warm(rec));
+        // A description of the file of the client's own, locked: the lock lives as long as
+        // the client (or anyone it passes the memory to) holds a descriptor or mapping made
+        // from it.
+        let theirs = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{raw}"))
+        {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                eprintln!("numapin serve: reopen a warm file: {e}");
+                put_back(rec);
+                return false;
+            }
+        };
+        if !matches!(
+            crate::sys::ofd_try_lock(theirs.as_fd(), 0, 1, true),
+            Ok(true)
+        ) {
+            eprintln!("numapin serve: a warm file's lock is held elsewhere; not handing it out");
+            put_back(rec);
+            return false;
+        }
+        let h = match rec.hand_over(&req.vm) {
+            Ok(h) => h,
+            Err(e) => {
+                // The record is gone (dropped inside): the file goes back as dirty memory.
+                eprintln!("numapin serve: hand over: {e}");
+                self.set_state(raw, State::Out);
+                return false;
+            }
+        };
+        let grant = Response::Granted(Grant {
+            version: PROTOCOL_VERSION,
+            source: Source::Warm,
+            size: p.chunk,
+            page_size: p.page_size,
+            nodes: vec![p.node.0],
+            ledger: self.ledger().path().map(PathBuf::from).unwrap_or_default(),
+            slot: h.slot(),
+            owner: h.owner(),
+            service_seconds: t0.elapsed().as_secs_f64(),
+            notes: vec![format!(
+                "warm chunk, handed out {generation} time(s) before"
+            )],
+        });
+        if self.send(conn, &grant, &[theirs.as_fd(), h.lock_fd()]) {
+            self.set_state(raw, State::Out);
+            self.stat(|s| s.warm_served += 1);
+            return true;
+        }
+        // Nothing reached the client: take the record back and keep the chunk warm.
+        drop(theirs);
+        match h.take_back(self.ledger()) {
+            Ok(mut rec) => {
+                let _ = rec.rename(WARM_NAME);
+                put_back(rec);
+            }
+            Err(e) => {
+                eprintln!("numapin serve: take back a record after a failed send: {e}");
+                self.set_state(raw, State::Out);
+            }
+        }
+        true
+    }
+
+    fn set_state(&self, raw: i32, state: State) {
+        let mut chunks = self.chunks();
+        if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
+            if matches!(state, State::Out) {
+                c.generation += 1;
+            }
+            c.state = state;
+        }
+    }
+
+    /// A cold reservation with the same engine, handed over like a warm one.
+    fn serve_cold(&self, conn: &OwnedFd, req: &Request, t0: Instant) {
+        let mut b = Reservation::builder(req.size)
+            .policy(req.policy)
+            .page_size(req.page_size)
+            .shared(true)
+            .ledger(Arc::clone(self.ledger()))
+            .vm(req.vm.clone());
+        if !req.nodes.is_empty() {
+            b = b.nodes(req.nodes.iter().map(|&n| NodeId(n)));
+        }
+        let r = match b.build() {
+            Ok(r) => r,
+            Err(e) => {
+                self.stat(|s| s.refused += 1);
+                self.send(conn, &refusal(RefusalKind::Unavailable, e.to_string()), &[]);
+                return;
+            }
+        };
+        let nodes = r.report().placement.keys().map(|n| n.0).collect();
+        let page_size = r.page_size();
+        let size = r.len() as u64;
+        let mut notes = vec!["no warm chunk matched: a cold reservation".to_string()];
+        notes.extend(r.report().notes.iter().cloned());
+        let Ok((file, Some(rec))) = r.into_fd() else {
+            self.send(
+                conn,
+                &refusal(
+                    RefusalKind::Internal,
+                    "shared reservation without file or record".into(),
+                ),
+                &[],
+            );
+            return;
+        };
+        let h = match rec.hand_over(&req.vm) {
+            Ok(h) => h,
+            Err(e) => {
+                self.send(conn, &refusal(RefusalKind::Internal, e.to_string()), &[]);
+                return;
+            }
+        };
+        let grant = Response::Granted(Grant {
+            version: PROTOCOL_VERSION,
+            source: Source::Cold,
+            size,
+            page_size,
+            nodes,
+            ledger: self.ledger().path().map(PathBuf::from).unwrap_or_default(),
+            slot: h.slot(),
+            owner: h.owner(),
+            service_seconds: t0.elapsed().as_secs_f64(),
+            notes,
+        });
+        if self.send(conn, &grant, &[file.as_fd(), h.lock_fd()]) {
+            self.stat(|s| s.cold_served += 1);
+        } else if let Ok(rec) = h.take_back(self.ledger()) {
+            // Nothing reached the client: refund now rather than through the reaper.
+            drop(rec);
+        }
+    }
+
+    // ---- background ------------------------------------------------------------------------
+
+    fn background(&self) {
+        if let Err(e) = crate::sys::set_idle_priority() {
+            eprintln!("numapin serve: SCHED_IDLE refused (errno {e}); background work runs at normal priority");
+        }
+        loop {
+            self.collect_returns();
+            self.recycle_one();
+            self.trim();
+            self.refill_one();
+            std::thread::sleep(self.cfg.poll);
+        }
+    }
+
+    /// Marks handed-out chunks whose client is done (the file's lock dropped and no process
+    /// holds or maps the file) as ready to be zeroed.
+    fn collect_returns(&self) {
+        let mut chunks = self.chunks();
+        for c in chunks.iter_mut() {
+            if !matches!(c.state, State::Out) {
+                continue;
+            }
+            if crate::sys::ofd_is_locked(c.file.as_fd(), 0, 1).unwrap_or(true) {
+                continue;
+            }
+            if zero::held_elsewhere(c.file.as_fd()) {
+                self.stat(|s| s.deferred += 1);
+                continue;
+            }
+            c.state = State::Returned;
+            self.stat(|s| s.returned += 1);
+        }
+    }
+
+    /// Zeroes one returned chunk (on the node's CPUs, at idle priority) and charges it to
+    /// the service again.
+    fn recycle_one(&self) {
+        let picked = {
+            let chunks = self.chunks();
+            chunks
+                .iter()
+                .find(|c| matches!(c.state, State::Returned))
+                .map(|c| (c.file.as_raw_fd(), c.target))
+        };
+        let Some((raw, target)) = picked else { return };
+        let p = self.cfg.pools[target].clone();
+        let cpus = &self.cpus[target];
+        let saved = crate::sys::affinity().ok();
+        if !cpus.is_empty() {
+            let _ = crate::sys::set_affinity(cpus);
+        }
+        let zeroed = {
+            let chunks = self.chunks();
+            chunks
+                .iter()
+                .find(|c| c.file.as_raw_fd() == raw)
+                .and_then(|c| c.file.try_clone().ok())
+        }
+        .map(|f| zero::zero_file(f.as_fd()));
+        if let Some(s) = saved {
+            let _ = crate::sys::set_affinity(&s);
+        }
+        match zeroed {
+            Some(Ok(secs)) => self.stat(|s| {
+                s.zeroed_bytes += p.chunk;
+                s.zero_seconds += secs;
+            }),
+            other => {
+                eprintln!(
+                    "numapin serve: zeroing a returned chunk failed ({other:?}); dropping it"
+                );
+                self.remove(raw);
+                return;
+            }
+        }
+        // Settle the client's dead record first, so the bytes are not counted twice.
+        let _ = self.ledger().reap();
+        match self.ledger().vm(WARM_NAME).and_then(|mut r| {
+            r.try_charge(p.node, class_of(p.page_size).unwrap_or(4096), p.chunk)
+                .map(|()| r)
+        }) {
+            Ok(rec) => {
+                rec.set_populated(p.chunk);
+                let mut chunks = self.chunks();
+                if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
+                    c.state = State::Warm(rec);
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "numapin serve: a returned chunk cannot be charged again ({e}); freeing it"
+                );
+                self.remove(raw);
+            }
+        }
+    }
+
+    fn remove(&self, raw: i32) {
+        let mut chunks = self.chunks();
+        chunks.retain(|c| c.file.as_raw_fd() != raw);
+        drop(chunks);
+        self.stat(|s| s.dropped += 1);
+    }
+
+    /// Drops warm chunks above a pool's target, fresh ones first (recycled ones were zeroed
+    /// already, and keeping them proves nothing is lost).
+    fn trim(&self) {
+        for (t, p) in self.cfg.pools.iter().enumerate() {
+            let mut chunks = self.chunks();
+            let held = chunks
+                .iter()
+                .filter(|c| c.target == t && !matches!(c.state, State::Out))
+                .count();
+            let mut excess = held.saturating_sub(p.count as usize);
+            while excess > 0 {
+                let Some(i) = chunks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.target == t && matches!(c.state, State::Warm(_)))
+                    .min_by_key(|(_, c)| c.generation)
+                    .map(|(i, _)| i)
+                else {
+                    break;
+                };
+                chunks.remove(i);
+                excess -= 1;
+                self.stat(|s| s.dropped += 1);
+            }
+        }
+    }
+
+    /// Makes one new warm chunk for the first pool below its target.
+    fn refill_one(&self) {
+        let want = {
+            let chunks = self.chunks();
+            self.cfg.pools.iter().enumerate().find(|(t, p)| {
+                chunks
+                    .iter()
+                    .filter(|c| c.target == *t && !matches!(c.state, State::Out))
+                    .count()
+                    < p.count as usize
+            })
+        };
+        let Some((t, p)) = want else { return };
+        let t0 = Instant::now();
+        let r = Reservation::builder(p.chunk)
+            .node(p.node)
+            .page_size(p.page_size)
+            .shared(true)
+            .ledger(Arc::clone(self.ledger()))
+            .vm(WARM_NAME)
+            .build();
+        match r.map(Reservation::into_fd) {
+            Ok(Ok((file, Some(rec)))) => {
+                self.stat(|s| {
+                    s.refilled_bytes += p.chunk;
+                    s.refill_seconds += t0.elapsed().as_secs_f64();
+                });
+                self.chunks().push(Chunk {
+                    target: t,
+                    file,
+                    state: State::Warm(rec),
+                    generation: 0,
+                });
+            }
+            Ok(_) => eprintln!("numapin serve: refill made a reservation without file or record"),
+            Err(e) => {
+                eprintln!(
+                    "numapin serve: cannot refill pool {}:{}:{}: {e}; retrying in 1 s",
+                    p.node,
+                    p.page_size,
+                    format_bytes(p.chunk)
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_parse_and_bad_ones_say_why() {
+        let p: PoolTarget = "1:2m:8x512MiB".parse().unwrap();
+        assert_eq!(
+            p,
+            PoolTarget {
+                node: NodeId(1),
+                page_size: PageSize::Huge2M,
+                chunk: 512 << 20,
+                count: 8
+            }
+        );
+        for bad in [
+            "0:2m",
+            "x:2m:1x2MiB",
+            "0:auto:1x2MiB",
+            "0:2m:1x3MiB",
+            "0:2m:ax2MiB",
+            "0:1g:1x0",
+        ] {
+            let e = bad.parse::<PoolTarget>().unwrap_err();
+            assert!(e.contains("NODE:PAGE:COUNTxSIZE"), "{bad}: {e}");
+        }
+        let j: PoolTarget =
+            serde_json::from_str(r#"{"node":0,"page_size":"2m","chunk":"64MiB","count":2}"#)
+                .unwrap();
+        assert_eq!(j.chunk, 64 << 20);
+    }
+
+    #[test]
+    fn peers_are_root_this_user_or_the_group() {
+        use rustix::process::{Gid, Pid, Uid};
+        let me = rustix::process::geteuid().as_raw();
+        let cred = |uid: u32, gid: u32| rustix::net::UCred {
+            // A pid with no /proc entry: supplementary groups unknown.
+            pid: Pid::from_raw(i32::MAX).unwrap(),
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
+        };
+        assert!(peer_allowed(&cred(0, 0), None));
+        assert!(peer_allowed(&cred(me, 1), None));
+        let other = if me == 65534 { 65533 } else { 65534 };
+        assert!(!peer_allowed(&cred(other, 65534), None));
+        assert!(!peer_allowed(&cred(other, 65534), Some(100)));
+        assert!(peer_allowed(&cred(other, 100), Some(100)));
+    }
+}

@@ -1,0 +1,369 @@
+//! The warm-pool service end to end: `numapin serve` on a private socket and ledger, clients in
+//! processes of their own, SIGKILLs of both, the ledger exact and the pool's pages accounted
+//! for afterwards, and memory zeroed before it is handed out again.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_pages, is_root, need, pools_exclusive, read_u64, TempPath};
+use numapin::pool::{PoolClient, PoolError, RefusalKind, Request};
+use numapin::{Ledger, PageSize};
+
+const MIB: u64 = 1 << 20;
+
+/// A private directory under /dev/shm, removed on drop.
+struct TempDir(std::path::PathBuf);
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = TempPath::new(name);
+        let d = p.0.clone();
+        drop(p);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// 2M pages of node 0 in use (allocated to some file or mapping).
+fn used_pages() -> u64 {
+    read_u64(format!("{}/nr_hugepages", common::pool_dir(0, 2048))) - free_pages(0, 2048)
+}
+
+struct Serve {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &std::path::Path, ledger: &std::path::Path, pools: &[&str]) -> Serve {
+        let socket = dir.join("run").join("serve.sock");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_numapin"));
+        c.arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--ledger")
+            .arg(ledger);
+        for p in pools {
+            c.args(["--pool", p]);
+        }
+        c.arg("--stats-file").arg(dir.join("stats.json"));
+        let child = c.stderr(Stdio::inherit()).spawn().unwrap();
+        let t0 = Instant::now();
+        while !socket.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the service never listened"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Serve { child, socket }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// (2M bytes reserved on node 0, VMs by name with their 2M bytes), after reaping.
+fn ledger_state(path: &std::path::Path) -> (u64, Vec<(String, u64)>) {
+    let l = Ledger::open(path).unwrap();
+    let s = l.snapshot().unwrap();
+    let reserved = s.nodes[0]
+        .classes
+        .iter()
+        .find(|c| c.page_size_bytes == 2 * MIB)
+        .unwrap()
+        .reserved_bytes;
+    let vms = s
+        .vms
+        .iter()
+        .map(|v| (v.name.clone(), v.reservations.iter().map(|r| r.bytes).sum()))
+        .collect();
+    (reserved, vms)
+}
+
+fn warm_bytes(vms: &[(String, u64)]) -> u64 {
+    vms.iter()
+        .filter(|(n, _)| n == numapin::pool::WARM_NAME)
+        .map(|v| v.1)
+        .sum()
+}
+
+/// Polls `f` until it returns true (10 s at most); panics with `what` otherwise.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client process: this test binary re-run as `client_role` with its task in the
+/// environment. It prints `READY <source> <notes>` once it holds the memory.
+fn client(
+    socket: &std::path::Path,
+    ledger: &std::path::Path,
+    vm: &str,
+    size: u64,
+    action: &str,
+) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "client_role", "--nocapture", "--test-threads=1"])
+        .env("POOL_ROLE", action)
+        .env("POOL_SOCKET", socket)
+        .env("POOL_LEDGER", ledger)
+        .env("POOL_VM", vm)
+        .env("POOL_SIZE", size.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ready(c: &mut Child) -> String {
+    let out = c.stdout.take().unwrap();
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    let mut seen = String::new();
+    loop {
+        seen.push_str(&line);
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!(
+                "the client exited before READY: {:?}; it said {seen:?}",
+                c.wait()
+            );
+        }
+        // libtest may print "test client_role ... " on the same line first.
+        if let Some(rest) = line.split_once("READY ").map(|x| x.1) {
+            let rest = rest.trim().to_string();
+            // Keep draining its output so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in r.lines() {});
+            return rest;
+        }
+    }
+}
+
+/// The client side (runs only when re-executed by the tests above).
+#[test]
+fn client_role() {
+    let Ok(role) = std::env::var("POOL_ROLE") else {
+        return; // a normal test run: nothing to do
+    };
+    let env = |k: &str| std::env::var(k).unwrap();
+    let ledger = Arc::new(Ledger::open(env("POOL_LEDGER")).unwrap());
+    let client = PoolClient::new(env("POOL_SOCKET"), ledger);
+    let mut req = Request::new(
+        env("POOL_VM"),
+        env("POOL_SIZE").parse().unwrap(),
+        PageSize::Huge2M,
+    );
+    req.nodes = vec![0];
+    let mut served = client.request(&req).expect("request");
+    let r = &mut served.reservation;
+    match role.as_str() {
+        "fill" => r.as_mut_slice().fill(0xA5),
+        "scan" => {
+            let nonzero = r.as_slice().iter().filter(|&&b| b != 0).count();
+            println!("NONZERO {nonzero}");
+        }
+        _ => {}
+    }
+    println!(
+        "READY {:?} {}",
+        served.grant.source,
+        served.grant.notes.join(";")
+    );
+    if role == "hold" {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn sixteen_racing_clients_kills_of_both_sides_ledger_exact_nothing_leaked() {
+    if !need(
+        is_root(),
+        "the service test needs root (hugepages, /proc of every process)",
+    ) {
+        return;
+    }
+    let _lock = pools_exclusive();
+    if !need(
+        free_pages(0, 2048) >= 512,
+        "node 0 needs 512 free 2M hugepages",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("pool");
+    let ledger = dir.0.join("ledger");
+    let used0 = used_pages();
+    let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:4x16MiB"]);
+    eventually("4 warm chunks", || {
+        warm_bytes(&ledger_state(&ledger).1) == 64 * MIB
+    });
+
+    // 16 clients at once: 4 (or more, with refills) warm, the rest cold; every one served.
+    let mut clients: Vec<Child> = (0..16)
+        .map(|i| client(&svc.socket, &ledger, &format!("vm-{i}"), 16 * MIB, "hold"))
+        .collect();
+    let sources: Vec<String> = clients.iter_mut().map(wait_ready).collect();
+    assert!(sources.iter().any(|s| s.starts_with("Warm")), "{sources:?}");
+    let check_exact = |held: usize| {
+        eventually("ledger exact and every page accounted for", || {
+            let (reserved, vms) = ledger_state(&ledger);
+            let vm_bytes: u64 = vms
+                .iter()
+                .filter(|v| v.0.starts_with("vm-"))
+                .map(|v| v.1)
+                .sum();
+            let each_once = vms.iter().filter(|v| v.0.starts_with("vm-")).count() == held;
+            let sum: u64 = vms.iter().map(|v| v.1).sum();
+            each_once
+                && vm_bytes == held as u64 * 16 * MIB
+                && sum == reserved
+                && used_pages() - used0 == reserved / (2 * MIB)
+        });
+    };
+    check_exact(16);
+
+    // Kill 8 clients: their charges are reaped, their memory returns to the service.
+    for c in clients.iter_mut().step_by(2) {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    check_exact(8);
+
+    // A peer that dies mid-request, one that sends garbage, one of another version: the
+    // service goes on.
+    for payload in [
+        &b"{not json"[..],
+        br#"{"version":99,"vm":"x","size":1,"nodes":[],"policy":"bind","page_size":"2m"}"#,
+    ] {
+        let fd = rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            None,
+        )
+        .unwrap();
+        rustix::net::connect(
+            &fd,
+            &rustix::net::SocketAddrUnix::new(svc.socket.as_path()).unwrap(),
+        )
+        .unwrap();
+        rustix::net::send(fd.as_fd(), payload, rustix::net::SendFlags::empty()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) =
+            rustix::net::recv(fd.as_fd(), &mut buf[..], rustix::net::RecvFlags::empty()).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.contains("refused"), "{text}");
+    }
+    for _ in 0..4 {
+        let mut c = client(&svc.socket, &ledger, "dies", 16 * MIB, "hold");
+        std::thread::sleep(Duration::from_millis(5));
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let l = Arc::new(Ledger::open(&ledger).unwrap());
+    let e = PoolClient::new(&svc.socket, Arc::clone(&l))
+        .request(&Request::new("too-big", 1 << 50, PageSize::Huge2M))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            numapin::Error::Pool(PoolError::Refused {
+                kind: RefusalKind::Unavailable,
+                ..
+            })
+        ),
+        "{e}"
+    );
+    check_exact(8);
+
+    // Kill the service: clients keep their memory and charges, the warm charge is reaped.
+    svc.kill();
+    eventually("warm charge reaped, clients' charges kept", || {
+        let (reserved, vms) = ledger_state(&ledger);
+        reserved == 8 * 16 * MIB && warm_bytes(&vms) == 0 && used_pages() - used0 == 8 * 8
+    });
+    for c in clients.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    eventually("everything back", || {
+        ledger_state(&ledger).0 == 0 && used_pages() == used0
+    });
+}
+
+#[test]
+fn memory_is_zeroed_before_anyone_else_gets_it() {
+    if !need(
+        is_root(),
+        "the service test needs root (hugepages, /proc of every process)",
+    ) {
+        return;
+    }
+    let _lock = pools_exclusive();
+    if !need(
+        free_pages(0, 2048) >= 64,
+        "node 0 needs 64 free 2M hugepages",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("pool-zero");
+    let ledger = dir.0.join("ledger");
+    let used0 = used_pages();
+    let svc = Serve::start(&dir.0, &ledger, &["0:2m:1x32MiB"]);
+    let stats = || std::fs::read_to_string(dir.0.join("stats.json")).unwrap_or_default();
+    eventually("1 warm chunk", || {
+        stats().contains(&format!("\"refilled_bytes\":{}", 32 * MIB))
+            && warm_bytes(&ledger_state(&ledger).1) == 32 * MIB
+    });
+    // A fills its memory with a pattern and exits.
+    let mut a = client(&svc.socket, &ledger, "a", 32 * MIB, "fill");
+    let got = wait_ready(&mut a);
+    assert!(got.starts_with("Warm"), "{got}");
+    assert!(a.wait().unwrap().success());
+    // Its chunk comes back, is zeroed, and (the pool holds one) is the one kept.
+    eventually("A's chunk recycled", || {
+        let stats = stats();
+        eprintln!("{stats}");
+        stats.contains("\"returned\":1") && warm_bytes(&ledger_state(&ledger).1) == 32 * MIB
+    });
+    // B gets A's chunk and scans every byte.
+    let mut b = client(&svc.socket, &ledger, "b", 32 * MIB, "scan");
+    let out = b.stdout.take().unwrap();
+    let text: Vec<String> = BufReader::new(out).lines().map(Result::unwrap).collect();
+    assert!(b.wait().unwrap().success());
+    assert!(text.iter().any(|l| l.ends_with("NONZERO 0")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|l| l.contains("READY Warm") && l.contains("handed out 1 time")),
+        "B was not served A's chunk: {text:?}"
+    );
+    drop(svc);
+    eventually("everything back", || {
+        ledger_state(&ledger).0 == 0 && used_pages() == used0
+    });
+}
