@@ -428,7 +428,7 @@ pub enum Error {
         reason: String,
     },
 
-    // --- baseline (issue 4) ---
+    // --- baseline ---
     /// A balloon range does not fit the region or its granule.
     #[error("balloon range {offset:#x}+{len:#x} is invalid for a region of {} with a {} granule: {reason}; pass an offset and length that are multiples of {granule} bytes and end at or before byte {region_len}", format_bytes(*region_len), format_bytes(*granule as u64))]
     BalloonRange {
@@ -444,7 +444,7 @@ pub enum Error {
         reason: &'static str,
     },
 
-    // ---- Ledger (issue 3) ----
+    // ---- Ledger ----
     /// The host ledger refused a charge: it would take the (node, page-size class) over its
     /// admission limit.
     #[error("{}", admission_message(self))]
