@@ -541,3 +541,50 @@ fn a_failed_shared_reservation_leaves_no_file_behind() {
     assert_eq!(memfds(), open_before, "the memfd was closed");
     assert_eq!(free_pages(node.0, 2048), free);
 }
+
+/// 1 GiB pages: the memfd is `MFD_HUGE_1GB`, `inspect` reads the page size from the file
+/// (`st_blksize`), and adopting it takes no page from the 1G pool.
+#[test]
+fn a_1g_shared_reservation_is_adopted_as_1g() {
+    let node = node0();
+    let _lock = pools_exclusive();
+    let before = free_pages(node.0, 1 << 20);
+    if !need(before >= 1, "node needs a free 1G hugepage") {
+        return;
+    }
+    let r = Reservation::builder(1 << 30)
+        .node(node)
+        .page_size(PageSize::Huge1G)
+        .shared(true)
+        .build()
+        .unwrap();
+    let f = shared::inspect(r.as_fd().unwrap()).unwrap();
+    assert_eq!(f.backing, FileBacking::Hugetlbfs(PageSize::Huge1G));
+    assert_eq!(free_pages(node.0, 1 << 20), before - 1);
+    let a = Reservation::adopt(r.as_fd().unwrap().try_clone_to_owned().unwrap())
+        .page_size(PageSize::Huge1G)
+        .node(node)
+        .build()
+        .unwrap();
+    assert_eq!(a.page_size(), PageSize::Huge1G);
+    assert_eq!(a.report().total_pages, 1);
+    assert_eq!(
+        free_pages(node.0, 1 << 20),
+        before - 1,
+        "adopting took none"
+    );
+    assert_eq!(
+        problem(
+            Reservation::adopt(r.as_fd().unwrap().try_clone_to_owned().unwrap())
+                .page_size(PageSize::Huge2M)
+                .build()
+                .unwrap_err()
+        ),
+        AdoptProblem::WrongPageSize {
+            expected: PageSize::Huge2M,
+            actual: PageSize::Huge1G
+        }
+    );
+    drop((a, r));
+    assert_eq!(free_pages(node.0, 1 << 20), before);
+}
