@@ -346,6 +346,55 @@ pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errn
     }
 }
 
+/// Maps `len` bytes of private anonymous base-page memory aligned to 2 MiB, so that every
+/// 2 MiB of it can become one transparent huge page: maps 2 MiB more, then unmaps the head
+/// and tail around the aligned middle. If trimming fails (a kernel bug), the whole mapping
+/// is unmapped before the error returns: nothing is left behind.
+#[doc(alias = "mmap")]
+pub fn mmap_thp_aligned(len: usize, noreserve: bool) -> Result<NonNull<u8>, Errno> {
+    const HUGE: usize = 2 << 20;
+    let over = len.checked_add(HUGE).ok_or(libc::ENOMEM)?;
+    let raw = mmap_anonymous(over, Backing::Base, noreserve)?;
+    let start = raw.as_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let head = aligned - start;
+    let tail = over - head - len;
+    // SAFETY: head and tail lie inside the mapping just created and nothing refers to them;
+    // the aligned middle stays mapped. On failure the whole fresh mapping is unmapped, which
+    // nothing refers to either.
+    unsafe {
+        let trim = || -> Result<(), Errno> {
+            if head > 0 {
+                munmap(raw, head)?;
+            }
+            if tail > 0 {
+                munmap(
+                    NonNull::new((aligned + len) as *mut u8).expect("non-null"),
+                    tail,
+                )?;
+            }
+            Ok(())
+        };
+        if let Err(e) = trim() {
+            let _ = munmap(raw, over);
+            return Err(e);
+        }
+    }
+    Ok(NonNull::new(aligned as *mut u8).expect("non-null"))
+}
+
+/// `madvise` that retries while a signal interrupts it (`EINTR`) or the kernel asks to try
+/// again (`EAGAIN`): the populate advices (`MADV_POPULATE_WRITE`/`_READ`) can take long and
+/// are restarted from where they stopped.
+pub fn madvise_retry(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> {
+    loop {
+        match madvise(addr, len, advice) {
+            Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Locks a range; with `on_fault` pages are locked as they are faulted (`MLOCK_ONFAULT`),
 /// so a later parallel populate still does the faulting.
 pub fn mlock2(addr: NonNull<u8>, len: usize, on_fault: bool) -> Result<(), Errno> {
@@ -508,7 +557,7 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared memory for the ledger (issue 3): a mapping viewed as atomic words, and process identity.
+// Shared memory for the ledger: a mapping viewed as atomic words, and process identity.
 
 /// A read-write `MAP_SHARED` mapping (of a file, or anonymous) viewed as atomic words.
 ///

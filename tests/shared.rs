@@ -541,3 +541,143 @@ fn a_failed_shared_reservation_leaves_no_file_behind() {
     assert_eq!(memfds(), open_before, "the memfd was closed");
     assert_eq!(free_pages(node.0, 2048), free);
 }
+
+/// 1 GiB pages: the memfd is `MFD_HUGE_1GB`, `inspect` reads the page size from the file
+/// (`st_blksize`), and adopting it takes no page from the 1G pool.
+#[test]
+fn a_1g_shared_reservation_is_adopted_as_1g() {
+    let node = node0();
+    let _lock = pools_exclusive();
+    let before = free_pages(node.0, 1 << 20);
+    if !need(before >= 1, "node needs a free 1G hugepage") {
+        return;
+    }
+    let r = Reservation::builder(1 << 30)
+        .node(node)
+        .page_size(PageSize::Huge1G)
+        .shared(true)
+        .build()
+        .unwrap();
+    let f = shared::inspect(r.as_fd().unwrap()).unwrap();
+    assert_eq!(f.backing, FileBacking::Hugetlbfs(PageSize::Huge1G));
+    assert_eq!(free_pages(node.0, 1 << 20), before - 1);
+    let a = Reservation::adopt(r.as_fd().unwrap().try_clone_to_owned().unwrap())
+        .page_size(PageSize::Huge1G)
+        .node(node)
+        .build()
+        .unwrap();
+    assert_eq!(a.page_size(), PageSize::Huge1G);
+    assert_eq!(a.report().total_pages, 1);
+    assert_eq!(
+        free_pages(node.0, 1 << 20),
+        before - 1,
+        "adopting took none"
+    );
+    assert_eq!(
+        problem(
+            Reservation::adopt(r.as_fd().unwrap().try_clone_to_owned().unwrap())
+                .page_size(PageSize::Huge2M)
+                .build()
+                .unwrap_err()
+        ),
+        AdoptProblem::WrongPageSize {
+            expected: PageSize::Huge2M,
+            actual: PageSize::Huge1G
+        }
+    );
+    drop((a, r));
+    assert_eq!(free_pages(node.0, 1 << 20), before);
+}
+
+const NOBODY_ENV: &str = "NUMAPIN_SHARED_NOBODY";
+
+/// The usual deployment: root (or a service) reserves, an unprivileged VMM (uid `nobody`
+/// here) receives the memfd. It can adopt and read the memory, and the seals hold against it
+/// (truncate and grow refused, no seal can be added); no pool page moves.
+#[test]
+fn an_unprivileged_process_adopts_and_cannot_resize() {
+    if let Some(sock) = std::env::var_os(NOBODY_ENV) {
+        let uid = rustix::process::getuid().as_raw();
+        let mut s = UnixStream::connect(sock).unwrap();
+        let mut buf = [0u8; 16];
+        let (_, fd) = shared::recv_fd(&s, &mut buf).unwrap();
+        let a = Reservation::adopt(fd.unwrap())
+            .size(16 << 20)
+            .page_size(PageSize::Huge2M)
+            .build()
+            .unwrap();
+        let pattern_ok = a
+            .as_slice()
+            .iter()
+            .enumerate()
+            .step_by(4093)
+            .all(|(i, b)| *b == pattern(i));
+        let fd = a.as_fd().unwrap();
+        let eperm = |r: rustix::io::Result<()>| match r {
+            Err(rustix::io::Errno::PERM) => "EPERM".to_string(),
+            other => format!("{other:?}"),
+        };
+        let shrink = eperm(rustix::fs::ftruncate(fd, 2 << 20));
+        let grow = eperm(rustix::fs::ftruncate(fd, 32 << 20));
+        let seal = eperm(rustix::fs::fcntl_add_seals(
+            fd,
+            rustix::fs::SealFlags::WRITE,
+        ));
+        writeln!(
+            s,
+            "uid={uid} pattern={pattern_ok} shrink={shrink} grow={grow} seal={seal}"
+        )
+        .unwrap();
+        return;
+    }
+    let node = node0();
+    if !need(common::is_root(), "switching to uid nobody needs root") {
+        return;
+    }
+    let _lock = pools_exclusive();
+    let before = free_pages(node.0, 2048);
+    if !need(before >= 8, "node needs 8 free 2M hugepages") {
+        return;
+    }
+    let mut r = Reservation::builder(16 << 20)
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .shared(true)
+        .build()
+        .unwrap();
+    for (i, b) in r.as_mut_slice().iter_mut().enumerate().step_by(4093) {
+        *b = pattern(i);
+    }
+    let path = TempPath::new("nobody.sock");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_unprivileged_process_adopts_and_cannot_resize",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NOBODY_ENV, &path.0)
+        .spawn()
+        .unwrap();
+    let mut s = common::accept_from(&listener, &mut child);
+    shared::send_fd(&s, r.as_fd().unwrap(), b"ram").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(child.wait().unwrap().success(), "child: {reply}");
+    assert_eq!(
+        reply.trim(),
+        "uid=65534 pattern=true shrink=EPERM grow=EPERM seal=EPERM"
+    );
+    assert_eq!(
+        free_pages(node.0, 2048),
+        before - 8,
+        "the adopter took none"
+    );
+    drop(r);
+    assert_eq!(free_pages(node.0, 2048), before);
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Planner (issue 7): scale check, policy simulation, and `numapin plan` on this host's own
+# Planner: scale check, policy simulation, and `numapin plan` on this host's own
 # `numapin status --json` snapshot. Takes about 1–2 minutes (release build of two examples
 # and the binary; the runs themselves take a few seconds).
 set -euo pipefail

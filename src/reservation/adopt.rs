@@ -196,13 +196,8 @@ impl AdoptBuilder {
 
         // Page tables for the pages that exist: a read fault on a present page maps it.
         let t_pop = Instant::now();
-        loop {
-            match sys::madvise(map.ptr, len, libc::MADV_POPULATE_READ) {
-                Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
-                Ok(()) => break,
-                Err(e) => return Err(Error::sys("madvise(MADV_POPULATE_READ)", e)),
-            }
-        }
+        sys::madvise_retry(map.ptr, len, libc::MADV_POPULATE_READ)
+            .map_err(|e| Error::sys("madvise(MADV_POPULATE_READ)", e))?;
         let populate_seconds = t_pop.elapsed().as_secs_f64();
         // Someone may have punched a hole between inspect and here; then a page was allocated.
         if let Ok(after) = shared::inspect(map.file.as_ref().expect("set above").as_fd()) {

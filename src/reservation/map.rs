@@ -228,27 +228,9 @@ fn map(plan: &Plan) -> Result<Mapping> {
             })
         }
         PageSize::Transparent => {
-            // Align to 2 MiB so that every 2 MiB of the region can be one huge page.
-            const HUGE: usize = 2 << 20;
-            let over = len + HUGE;
-            let raw = sys::mmap_anonymous(over, Backing::Base, plan.noreserve)
-                .map_err(|e| Error::sys("mmap", e))?;
-            let start = raw.as_ptr() as usize;
-            let aligned = start.next_multiple_of(HUGE);
-            let head = aligned - start;
-            let tail = over - head - len;
-            // SAFETY: head and tail lie inside the mapping just created and nothing refers to
-            // them; the aligned middle stays mapped.
-            unsafe {
-                if head > 0 {
-                    sys::munmap(raw, head).map_err(|e| Error::sys("munmap", e))?;
-                }
-                if tail > 0 {
-                    let t = NonNull::new((aligned + len) as *mut u8).expect("non-null");
-                    sys::munmap(t, tail).map_err(|e| Error::sys("munmap", e))?;
-                }
-            }
-            let ptr = NonNull::new(aligned as *mut u8).expect("non-null");
+            // Aligned to 2 MiB so that every 2 MiB of the region can be one huge page.
+            let ptr =
+                sys::mmap_thp_aligned(len, plan.noreserve).map_err(|e| Error::sys("mmap", e))?;
             Ok(Mapping {
                 ptr,
                 len,
