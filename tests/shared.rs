@@ -588,3 +588,96 @@ fn a_1g_shared_reservation_is_adopted_as_1g() {
     drop((a, r));
     assert_eq!(free_pages(node.0, 1 << 20), before);
 }
+
+const NOBODY_ENV: &str = "NUMAPIN_SHARED_NOBODY";
+
+/// The usual deployment: root (or a service) reserves, an unprivileged VMM (uid `nobody`
+/// here) receives the memfd. It can adopt and read the memory, and the seals hold against it
+/// (truncate and grow refused, no seal can be added); no pool page moves.
+#[test]
+fn an_unprivileged_process_adopts_and_cannot_resize() {
+    if let Some(sock) = std::env::var_os(NOBODY_ENV) {
+        let uid = rustix::process::getuid().as_raw();
+        let mut s = UnixStream::connect(sock).unwrap();
+        let mut buf = [0u8; 16];
+        let (_, fd) = shared::recv_fd(&s, &mut buf).unwrap();
+        let a = Reservation::adopt(fd.unwrap())
+            .size(16 << 20)
+            .page_size(PageSize::Huge2M)
+            .build()
+            .unwrap();
+        let pattern_ok = a
+            .as_slice()
+            .iter()
+            .enumerate()
+            .step_by(4093)
+            .all(|(i, b)| *b == pattern(i));
+        let fd = a.as_fd().unwrap();
+        let eperm = |r: rustix::io::Result<()>| match r {
+            Err(rustix::io::Errno::PERM) => "EPERM".to_string(),
+            other => format!("{other:?}"),
+        };
+        let shrink = eperm(rustix::fs::ftruncate(fd, 2 << 20));
+        let grow = eperm(rustix::fs::ftruncate(fd, 32 << 20));
+        let seal = eperm(rustix::fs::fcntl_add_seals(
+            fd,
+            rustix::fs::SealFlags::WRITE,
+        ));
+        writeln!(
+            s,
+            "uid={uid} pattern={pattern_ok} shrink={shrink} grow={grow} seal={seal}"
+        )
+        .unwrap();
+        return;
+    }
+    let node = node0();
+    if !need(common::is_root(), "switching to uid nobody needs root") {
+        return;
+    }
+    let _lock = pools_exclusive();
+    let before = free_pages(node.0, 2048);
+    if !need(before >= 8, "node needs 8 free 2M hugepages") {
+        return;
+    }
+    let mut r = Reservation::builder(16 << 20)
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .shared(true)
+        .build()
+        .unwrap();
+    for (i, b) in r.as_mut_slice().iter_mut().enumerate().step_by(4093) {
+        *b = pattern(i);
+    }
+    let path = TempPath::new("nobody.sock");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_unprivileged_process_adopts_and_cannot_resize",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NOBODY_ENV, &path.0)
+        .spawn()
+        .unwrap();
+    let mut s = common::accept_from(&listener, &mut child);
+    shared::send_fd(&s, r.as_fd().unwrap(), b"ram").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(child.wait().unwrap().success(), "child: {reply}");
+    assert_eq!(
+        reply.trim(),
+        "uid=65534 pattern=true shrink=EPERM grow=EPERM seal=EPERM"
+    );
+    assert_eq!(
+        free_pages(node.0, 2048),
+        before - 8,
+        "the adopter took none"
+    );
+    drop(r);
+    assert_eq!(free_pages(node.0, 2048), before);
+}
