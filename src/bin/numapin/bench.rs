@@ -17,6 +17,7 @@ use numapin::{format_bytes, PageSize, Reservation, ThpMode, Topology};
 
 use crate::CliError;
 
+mod pool_rows;
 mod shared_rows;
 mod svg;
 
@@ -43,6 +44,12 @@ pub struct Args {
     /// Repetitions of each side-by-side measurement (default 9, 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
+    /// Only the warm-pool rows (`warm_time_to_ready`, `failover_restart`, `rezero_vs_memset`).
+    #[arg(long, conflicts_with = "no_pool")]
+    only_pool: bool,
+    /// Skip the warm-pool rows (they start a `numapin serve` child and need 4 GiB of 2M pages).
+    #[arg(long)]
+    no_pool: bool,
     /// Internal: the adopting process of the `adopt_vs_populate` row (connects to SOCKET,
     /// adopts every memfd it receives, answers the seconds each took).
     #[arg(long, hide = true, value_name = "SOCKET")]
@@ -127,6 +134,29 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let reps = a.reps.unwrap_or(if a.quick { 3 } else { 9 }).max(1);
     let size = a.size;
     let json = a.json;
+    if a.only_pool {
+        let rows = pool_rows::pool_rows(size, threads, if a.quick { 3 } else { 5 })?;
+        let mut out = std::io::stdout().lock();
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else {
+            for r in &rows {
+                let goal = r.goal.map_or_else(String::new, |g| format!("≥{g}"));
+                writeln!(
+                    out,
+                    "{:<26} {:>12} {:>12} {:<10} {:>8.2} {:>6}\n  {}",
+                    r.metric,
+                    fmt_num(r.numapin),
+                    fmt_num(r.baseline),
+                    r.unit,
+                    r.ratio,
+                    goal,
+                    r.note
+                )?;
+            }
+        }
+        return Ok(());
+    }
 
     if size < 8 * MIB {
         return Err(numapin::Error::InvalidSize {
@@ -443,6 +473,15 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     }
     if let Some(row) = shared_rows::qemu_run_row(size, threads, if a.quick { 3 } else { 7 })? {
         rows.push(row);
+    }
+
+    // Warm pools (`numapin serve`): time to ready, a failover's restarts, re-zeroing.
+    if !a.no_pool {
+        rows.extend(pool_rows::pool_rows(
+            size,
+            threads,
+            if a.quick { 3 } else { 5 },
+        )?);
     }
 
     if let Some(dir) = &a.plots {
