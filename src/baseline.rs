@@ -248,14 +248,8 @@ impl LazyRegion {
     /// [`Error::Sys`] with the kernel's errno otherwise.
     pub fn populate(&self, offset: usize, len: usize) -> Result<()> {
         self.check_range(offset, len, self.page_size.bytes().unwrap_or(4096))?;
-        let addr = self.addr(offset);
-        loop {
-            match sys::madvise(addr, len, libc::MADV_POPULATE_WRITE) {
-                Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
-                Err(e) => return Err(Error::sys("madvise(MADV_POPULATE_WRITE)", e)),
-                Ok(()) => return Ok(()),
-            }
-        }
+        sys::madvise_retry(self.addr(offset), len, libc::MADV_POPULATE_WRITE)
+            .map_err(|e| Error::sys("madvise(MADV_POPULATE_WRITE)", e))
     }
 
     /// Bytes of the region the kernel has resident right now (`mincore`, counted in base
@@ -466,7 +460,7 @@ impl Drop for LazyRegion {
                 "numapin: munmap({:p}, {}) failed: {}; the baseline region stays mapped (leaked)",
                 self.ptr,
                 self.len,
-                std::io::Error::from_raw_os_error(errno)
+                std::io::Error::from_raw_os_error(errno.into())
             );
         }
     }
@@ -483,35 +477,7 @@ fn backing(p: PageSize) -> Backing {
 /// Maps `len` bytes of private anonymous memory aligned to 2 MiB, so that every 2 MiB of it
 /// can be one transparent huge page.
 fn map_thp(len: usize) -> Result<NonNull<u8>> {
-    const HUGE: usize = 2 << 20;
-    let over = len + HUGE;
-    let raw = sys::mmap_anonymous(over, Backing::Base, true).map_err(|e| Error::sys("mmap", e))?;
-    let start = raw.as_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE);
-    let head = aligned - start;
-    let tail = over - head - len;
-    // SAFETY: head and tail lie inside the mapping just created and nothing refers to them; the
-    // aligned middle stays mapped. munmap of part of our own fresh mapping cannot fail but for
-    // a kernel bug; if it does, the whole mapping is unmapped before returning the error.
-    unsafe {
-        let trim = || -> std::result::Result<(), sys::Errno> {
-            if head > 0 {
-                sys::munmap(raw, head)?;
-            }
-            if tail > 0 {
-                sys::munmap(
-                    NonNull::new((aligned + len) as *mut u8).expect("non-null"),
-                    tail,
-                )?;
-            }
-            Ok(())
-        };
-        if let Err(e) = trim() {
-            let _ = sys::munmap(raw, over);
-            return Err(Error::sys("munmap", e));
-        }
-    }
-    Ok(NonNull::new(aligned as *mut u8).expect("non-null"))
+    sys::mmap_thp_aligned(len, true).map_err(|e| Error::sys("mmap", e))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`snapshot`]: one host's ledger at one moment, as `numapin status --json` prints it.
 //! - [`baseline`]: the ballooning baseline (lazy region + balloon) the benchmarks compare with.
 //! - [`measure`]: the measurement kernels `numapin bench` and the criterion benches share.
+//! - [`bench`](mod@bench): the protocols of `numapin bench` (numapin against the baseline, side by side).
 //! - [`smaps`]: the kernel's view of a mapping, for audits and tests.
 //! - [`cgroup`]: the calling process's cgroup limits (memory, hugetlb, cpuset).
 //! - [`process`]: the calling process and thread: CPU affinity, memlock, kernel release.
@@ -31,6 +32,7 @@
 
 #[allow(unsafe_code)]
 pub mod baseline;
+pub mod bench;
 pub mod cgroup;
 mod error;
 pub mod fleet;

@@ -53,6 +53,31 @@ pub fn populate_limit(region: &LazyRegion, threads: usize) -> Result<Duration> {
     Ok(end - t0)
 }
 
+/// Writes one byte in every base page of `mem[from..to]` (the guest touching memory it
+/// already has); returns the time.
+pub fn touch_pages(mem: &mut [u8], from: usize, to: usize) -> Duration {
+    let t = Instant::now();
+    for i in (from..to).step_by(4096) {
+        mem[i] = mem[i].wrapping_add(1);
+    }
+    std::hint::black_box(&mem[from.min(mem.len().saturating_sub(1))]);
+    t.elapsed()
+}
+
+/// The median cost of one timed empty interval (two clock reads), in ns: part of every
+/// per-page latency sample of [`write_latencies`], on both sides, and not subtracted.
+pub fn clock_overhead_ns() -> u64 {
+    let mut v: Vec<u64> = (0..10_000)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(());
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    percentile(&v, 0.5)
+}
+
 /// The zeroing limit: `threads` threads, started before the clock, each `fill(0)` one
 /// contiguous slice of memory that is already populated — what the kernel's page clearing
 /// costs at best, with no fault at all. Returns the wall time.
@@ -90,7 +115,7 @@ pub fn memset_limit(mem: &mut [u8], threads: usize) -> Duration {
 /// The latency of one write to each of the bytes at `offsets` (in that order), in
 /// nanoseconds: on a lazy region the first touch of a page (a fault), on a reservation a plain
 /// store (at most a TLB and cache miss). Each write is timed on its own with the monotonic
-/// clock (whose own cost, ~20–40 ns, is included in every sample).
+/// clock, whose own cost ([`clock_overhead_ns`]) is included in every sample.
 pub fn write_latencies(mem: &mut [u8], offsets: &[usize]) -> Vec<u64> {
     let mut out = Vec::with_capacity(offsets.len());
     for &o in offsets {

@@ -80,11 +80,10 @@ where
     let pin = !plan.cpus.is_empty() && sys::affinity().map_or(true, |a| a != plan.cpus);
     let spawned = if pin { threads } else { threads - 1 };
     // Nobody takes a chunk before every worker is running. Without this the calling thread
-    // starts populating at once and a new worker starts milliseconds late (measured: 17.5 ms
-    // median with the caller populating 256 MiB of 2M pages, 74 us with it idle; most likely
-    // its stack mapping in pthread_create waits for the mmap lock the populate holds), so
-    // 2-thread populate of 1 GiB in 2M pages reached only 0.94 of the raw limit (0.58 with one
-    // slice per thread); with the start line, 1.03 and 0.98 (docs/benchmarks.md).
+    // starts populating at once and a new worker starts milliseconds late (most likely its
+    // stack mapping in pthread_create waits for the mmap lock the populate holds), and a
+    // 2-thread populate falls well short of the raw limit: docs/benchmarks.md, "What was
+    // improved on the way", has the measurements.
     let start_line = Barrier::new(spawned + usize::from(!pin));
 
     let worker = || {
@@ -156,12 +155,7 @@ where
 
 /// Faults in `[addr, addr + len)` for writing, retrying when a signal interrupts the call.
 pub(crate) fn populate_write(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
-    loop {
-        match sys::madvise(addr, len, libc::MADV_POPULATE_WRITE) {
-            Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
-            other => return other,
-        }
-    }
+    sys::madvise_retry(addr, len, libc::MADV_POPULATE_WRITE)
 }
 
 /// The per-node page counts of a verification pass.
@@ -250,7 +244,7 @@ mod tests {
         assert_eq!(count.into_inner(), len);
         let (_, r) = run(&plan, |_, off, _| {
             if off == 3 << 20 {
-                Err(libc::ENOMEM)
+                Err(sys::Errno::new("test", libc::ENOMEM))
             } else {
                 Ok(())
             }

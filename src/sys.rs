@@ -7,13 +7,53 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-/// An errno value.
-pub type Errno = i32;
+/// A failed system call: its name and the errno it returned. Callers decode the errnos they
+/// understand into [`crate::Error`] variants, and the rest become [`crate::Error::Sys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno {
+    /// The call (`mmap`, `mbind`, ...).
+    pub call: &'static str,
+    /// The errno.
+    pub code: i32,
+}
 
-fn last_errno() -> Errno {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+impl Errno {
+    /// `code` from `call`.
+    pub fn new(call: &'static str, code: i32) -> Errno {
+        Errno { call, code }
+    }
+
+    /// The calling thread's errno, from `call`.
+    fn last(call: &'static str) -> Errno {
+        Errno::new(
+            call,
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    }
+
+    /// Whether the errno is one of `codes`.
+    pub fn is(&self, codes: &[i32]) -> bool {
+        codes.contains(&self.code)
+    }
+}
+
+impl From<Errno> for i32 {
+    fn from(e: Errno) -> i32 {
+        e.code
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.call,
+            io::Error::from_raw_os_error(self.code)
+        )
+    }
 }
 
 // Flags from <linux/mempolicy.h> that the libc crate does not carry (values, not syscall
@@ -75,9 +115,9 @@ pub fn mmap_anonymous(len: usize, backing: Backing, noreserve: bool) -> Result<N
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(last_errno());
+        return Err(Errno::last("mmap"));
     }
-    NonNull::new(p.cast()).ok_or(libc::EFAULT)
+    NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))
 }
 
 /// Unmaps `[addr, addr + len)`.
@@ -90,7 +130,7 @@ pub unsafe fn munmap(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
     if unsafe { libc::munmap(addr.as_ptr().cast(), len) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("munmap"))
     }
 }
 
@@ -117,14 +157,14 @@ pub fn madvise(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> 
         libc::MADV_COLLAPSE,
     ];
     if !SAFE.contains(&advice) {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("madvise", libc::EINVAL));
     }
     // SAFETY: every advice in SAFE either only changes kernel bookkeeping of the range or
     // faults pages in, which never alters bytes already visible to the program.
     if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("madvise"))
     }
 }
 
@@ -139,7 +179,7 @@ pub unsafe fn madvise_discard(addr: NonNull<u8>, len: usize, advice: i32) -> Res
     if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("madvise"))
     }
 }
 
@@ -157,7 +197,7 @@ pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<O
     // kernel returns a new descriptor that nothing else owns.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if fd < 0 {
-        return Err(last_errno());
+        return Err(Errno::last("memfd_create"));
     }
     // SAFETY: `fd` was just returned by memfd_create, is open, and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -165,12 +205,12 @@ pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<O
 
 /// Sets the length of a file (`ftruncate`).
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
-    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::new("ftruncate", libc::EFBIG))?;
     // SAFETY: ftruncate on a descriptor the borrow keeps open; no memory is passed.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("ftruncate"))
     }
 }
 
@@ -196,9 +236,9 @@ pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<No
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(last_errno());
+        return Err(Errno::last("mmap"));
     }
-    NonNull::new(p.cast()).ok_or(libc::EFAULT)
+    NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))
 }
 
 /// Frees the file blocks of `[offset, offset + len)` (`fallocate(FALLOC_FL_PUNCH_HOLE |
@@ -210,8 +250,8 @@ pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<No
 /// its contents.
 #[doc(alias = "fallocate")]
 pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
-    let off = libc::off_t::try_from(offset).map_err(|_| libc::EFBIG)?;
-    let l = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    let off = libc::off_t::try_from(offset).map_err(|_| Errno::new("fallocate", libc::EFBIG))?;
+    let l = libc::off_t::try_from(len).map_err(|_| Errno::new("fallocate", libc::EFBIG))?;
     // SAFETY: fallocate takes no memory from us; the caller guarantees that discarding the
     // range's contents invalidates nothing Rust relies on.
     let r = unsafe {
@@ -225,7 +265,7 @@ pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("fallocate"))
     }
 }
 
@@ -233,7 +273,7 @@ pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()
 /// in `out` (bit 0 set = resident). `out` must hold `len.div_ceil(page_size())` bytes.
 pub fn mincore(addr: NonNull<u8>, len: usize, out: &mut [u8]) -> Result<(), Errno> {
     if out.len() < len.div_ceil(page_size()) {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("mincore", libc::EINVAL));
     }
     // SAFETY: the kernel writes one byte per base page of the range into `out`, which we
     // checked is long enough; it only reads page tables of the range (ENOMEM if unmapped).
@@ -241,7 +281,7 @@ pub fn mincore(addr: NonNull<u8>, len: usize, out: &mut [u8]) -> Result<(), Errn
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mincore"))
     }
 }
 
@@ -295,7 +335,7 @@ pub fn mbind(
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mbind"))
     }
 }
 
@@ -311,7 +351,7 @@ pub fn set_mempolicy(mode: i32, mask: Option<&NodeMask>) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("set_mempolicy"))
     }
 }
 
@@ -321,7 +361,7 @@ pub fn set_mempolicy(mode: i32, mask: Option<&NodeMask>) -> Result<(), Errno> {
 #[doc(alias = "move_pages")]
 pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errno> {
     if pages.len() != out.len() {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("move_pages", libc::EINVAL));
     }
     if pages.is_empty() {
         return Ok(());
@@ -340,9 +380,60 @@ pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errn
         )
     };
     if r < 0 {
-        Err(last_errno())
+        Err(Errno::last("move_pages"))
     } else {
         Ok(())
+    }
+}
+
+/// Maps `len` bytes of private anonymous base-page memory aligned to 2 MiB, so that every
+/// 2 MiB of it can become one transparent huge page: maps 2 MiB more, then unmaps the head
+/// and tail around the aligned middle. If trimming fails (a kernel bug), the whole mapping
+/// is unmapped before the error returns: nothing is left behind.
+#[doc(alias = "mmap")]
+pub fn mmap_thp_aligned(len: usize, noreserve: bool) -> Result<NonNull<u8>, Errno> {
+    const HUGE: usize = 2 << 20;
+    let over = len
+        .checked_add(HUGE)
+        .ok_or(Errno::new("mmap", libc::ENOMEM))?;
+    let raw = mmap_anonymous(over, Backing::Base, noreserve)?;
+    let start = raw.as_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let head = aligned - start;
+    let tail = over - head - len;
+    // SAFETY: head and tail lie inside the mapping just created and nothing refers to them;
+    // the aligned middle stays mapped. On failure the whole fresh mapping is unmapped, which
+    // nothing refers to either.
+    unsafe {
+        let trim = || -> Result<(), Errno> {
+            if head > 0 {
+                munmap(raw, head)?;
+            }
+            if tail > 0 {
+                munmap(
+                    NonNull::new((aligned + len) as *mut u8).expect("non-null"),
+                    tail,
+                )?;
+            }
+            Ok(())
+        };
+        if let Err(e) = trim() {
+            let _ = munmap(raw, over);
+            return Err(e);
+        }
+    }
+    Ok(NonNull::new(aligned as *mut u8).expect("non-null"))
+}
+
+/// `madvise` that retries while a signal interrupts it (`EINTR`) or the kernel asks to try
+/// again (`EAGAIN`): the populate advices (`MADV_POPULATE_WRITE`/`_READ`) can take long and
+/// are restarted from where they stopped.
+pub fn madvise_retry(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> {
+    loop {
+        match madvise(addr, len, advice) {
+            Err(e) if e.is(&[libc::EINTR, libc::EAGAIN]) => continue,
+            other => return other,
+        }
     }
 }
 
@@ -354,7 +445,7 @@ pub fn mlock2(addr: NonNull<u8>, len: usize, on_fault: bool) -> Result<(), Errno
     if unsafe { libc::mlock2(addr.as_ptr().cast(), len, flags) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mlock2"))
     }
 }
 
@@ -391,7 +482,7 @@ pub fn set_affinity(cpus: &[u32]) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("sched_setaffinity"))
     }
 }
 
@@ -405,7 +496,7 @@ pub fn set_idle_priority() -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("sched_setscheduler"))
     }
 }
 
@@ -417,7 +508,7 @@ pub fn affinity() -> Result<Vec<u32>, Errno> {
     // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
     let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if r != 0 {
-        return Err(last_errno());
+        return Err(Errno::last("sched_getaffinity"));
     }
     Ok((0..libc::CPU_SETSIZE as u32)
         // SAFETY: every index is below CPU_SETSIZE, so the bit lies inside `set`.
@@ -484,6 +575,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_name_the_call_and_slices_of_different_lengths_are_refused() {
+        let x = 0u8;
+        let mut out = [0i32; 2];
+        let e = query_page_nodes(&[&x as *const u8], &mut out).unwrap_err();
+        assert_eq!(e, Errno::new("move_pages", libc::EINVAL));
+        assert!(e.to_string().starts_with("move_pages: "), "{e}");
+        assert!(e.is(&[libc::EINVAL]));
+        assert_eq!(i32::from(e), libc::EINVAL);
+    }
+
+    #[test]
     fn node_mask_bits() {
         let m = NodeMask::new(&[0, 3, 64]);
         assert_eq!(m.words.len(), 2);
@@ -495,7 +597,10 @@ mod tests {
     #[test]
     fn destructive_advice_is_refused() {
         let p = mmap_anonymous(4096, Backing::Base, false).unwrap();
-        assert_eq!(madvise(p, 4096, libc::MADV_DONTNEED), Err(libc::EINVAL));
+        assert_eq!(
+            madvise(p, 4096, libc::MADV_DONTNEED),
+            Err(Errno::new("madvise", libc::EINVAL))
+        );
         // SAFETY: the mapping was made above and nothing refers to it.
         unsafe { munmap(p, 4096).unwrap() };
     }
@@ -508,7 +613,7 @@ mod tests {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared memory for the ledger (issue 3): a mapping viewed as atomic words, and process identity.
+// Shared memory for the ledger: a mapping viewed as atomic words, and process identity.
 
 /// A read-write `MAP_SHARED` mapping (of a file, or anonymous) viewed as atomic words.
 ///
@@ -539,7 +644,7 @@ impl SharedRegion {
 
     fn map(len: usize, fd: i32, flags: i32) -> Result<SharedRegion, Errno> {
         if len == 0 {
-            return Err(libc::EINVAL);
+            return Err(Errno::new("mmap", libc::EINVAL));
         }
         // SAFETY: a new mapping at an address of the kernel's choosing (no MAP_FIXED) cannot
         // alias any existing Rust object; `fd` is either -1 (anonymous) or an open descriptor
@@ -555,9 +660,9 @@ impl SharedRegion {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(last_errno());
+            return Err(Errno::last("mmap"));
         }
-        let ptr = NonNull::new(p.cast()).ok_or(libc::EFAULT)?;
+        let ptr = NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))?;
         Ok(SharedRegion { ptr, len })
     }
 
@@ -651,8 +756,10 @@ fn ofd_flock(kind: i32, start: u64, len: u64) -> Result<libc::flock, Errno> {
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = libc::off_t::try_from(start).map_err(|_| libc::EINVAL)?;
-    fl.l_len = libc::off_t::try_from(len).map_err(|_| libc::EINVAL)?;
+    fl.l_start =
+        libc::off_t::try_from(start).map_err(|_| Errno::new("fcntl(F_OFD_*)", libc::EINVAL))?;
+    fl.l_len =
+        libc::off_t::try_from(len).map_err(|_| Errno::new("fcntl(F_OFD_*)", libc::EINVAL))?;
     Ok(fl)
 }
 
@@ -667,7 +774,7 @@ pub fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64, lock: bool) -> Res
     match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
         Ok(_) => Ok(true),
         Err(e) if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EACCES => Ok(false),
-        Err(e) => Err(e as Errno),
+        Err(e) => Err(Errno::new("F_OFD_SETLK", e as i32)),
     }
 }
 
@@ -676,7 +783,8 @@ pub fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64, lock: bool) -> Res
 #[doc(alias = "F_OFD_GETLK")]
 pub fn ofd_is_locked(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<bool, Errno> {
     let mut fl = ofd_flock(libc::F_WRLCK, start, len)?;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(|e| e as Errno)?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl))
+        .map_err(|e| Errno::new("F_OFD_GETLK", e as i32))?;
     Ok(i32::from(fl.l_type) != libc::F_UNLCK)
 }
 
@@ -690,5 +798,5 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, cloexec: bool) -> Result<(), Errno> {
     };
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))
         .map(|_| ())
-        .map_err(|e| e as Errno)
+        .map_err(|e| Errno::new("F_SETFD", e as i32))
 }

@@ -232,3 +232,45 @@ fn plan_from_prometheus_equals_plan_from_status_files() {
     assert!(e.contains("no numapin_* series match"), "{e}");
     drop(records);
 }
+
+/// Textfile-collector mode: `status --prometheus --output FILE` writes what stdout would get,
+/// by rename (no temporary file left beside it), and a directory that does not exist is an
+/// error naming the file, leaving nothing behind.
+#[test]
+fn textfile_output_is_written_by_rename() {
+    let ledger = common::TempPath::new("textfile");
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("numapin-textfile-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let out = dir.0.join("numapin.prom");
+    let status = |extra: &[&std::ffi::OsStr]| {
+        let mut c = Command::new(BIN);
+        host_env(&mut c, 0)
+            .arg("status")
+            .arg("--ledger")
+            .arg(&ledger.0)
+            .arg("--prometheus")
+            .args(extra);
+        c.output().unwrap()
+    };
+    let o = status(&["--output".as_ref(), out.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text, String::from_utf8(status(&[]).stdout).unwrap());
+    assert!(
+        text.contains("numapin_host_info{host=\"fleet-host-a\""),
+        "{text}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("numapin.prom")]);
+    let missing = dir.0.join("no-such-dir/numapin.prom");
+    let o = status(&["--output".as_ref(), missing.as_os_str()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no-such-dir/numapin.prom"), "{e}");
+    assert!(!dir.0.join("no-such-dir").exists());
+}

@@ -287,3 +287,55 @@ fn one_host_given_twice_is_refused() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--format placement` and `--format prometheus` publish the hold-back: Placement's
+/// `reserved` is the hold-back in MiB (rounded up), the metric carries it in bytes.
+#[test]
+fn placement_and_holdback_metric_carry_the_holdback() {
+    let o = plan(&[RACK[0], RACK[1], RACK[2], "--holdback", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hold = v["holdback"]["nodes"].as_array().unwrap().clone();
+    assert!(
+        hold.iter()
+            .any(|e| e["holdback_bytes"].as_u64().unwrap() > 0),
+        "some node must hold back for N+1: {hold:?}"
+    );
+    let o = plan(&[RACK[0], RACK[1], RACK[2], "--format", "placement"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = plan(&[RACK[0], RACK[1], RACK[2], "--format", "prometheus"]);
+    let metrics = stdout(&o);
+    assert!(
+        metrics.contains("# TYPE numapin_failover_holdback_bytes gauge"),
+        "{metrics}"
+    );
+    for e in &hold {
+        let page = e["page_size_bytes"].as_u64().unwrap();
+        let class = match page {
+            4096 => "MEMORY_MB".to_string(),
+            2097152 => "CUSTOM_MEMORY_PAGE_2M".to_string(),
+            _ => "CUSTOM_MEMORY_PAGE_1G".to_string(),
+        };
+        let rp = format!("{}_NUMA_{}", e["host"].as_str().unwrap(), e["node"]);
+        let r = inv["resource_providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == rp.as_str())
+            .unwrap_or_else(|| panic!("{rp} missing"));
+        let bytes = e["holdback_bytes"].as_u64().unwrap();
+        assert_eq!(
+            r["inventories"][&class]["reserved"],
+            bytes.div_ceil(1 << 20),
+            "{rp} {class}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "node=\"{}\",page_size_bytes=\"{page}\"}} {bytes}",
+                e["node"]
+            )),
+            "{rp} {page}: {metrics}"
+        );
+    }
+}

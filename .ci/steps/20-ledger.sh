@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ledger (issue 3): what plain `cargo test` does not run.
+# Ledger: what plain `cargo test` does not run.
 # - loom models of charge/release/reap races (tests/loom_ledger.rs), bounded by
 #   LOOM_MAX_PREEMPTIONS=3: about 15 s of models plus a release build of the crate under
 #   --cfg loom (1-3 min on a 2-core machine), in its own target dir so the normal build is kept;

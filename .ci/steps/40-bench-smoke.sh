@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of `numapin bench` (issue 4): runs `numapin bench --quick --json --plots DIR` once
+# Smoke test of `numapin bench`: runs `numapin bench --quick --json --plots DIR` once
 # and checks the JSON's shape and the plots — no performance thresholds (CI machines are noisy;
 # the figures are printed for the log). Works with or without qemu-system-x86_64: with it, the
 # qemu_prealloc and qemu_on_numapin rows must be there. Runtime: release build (~1 min from scratch) + 35-50 s of

@@ -27,7 +27,7 @@ pub struct ReservationBuilder {
     pub(super) topology: Option<Topology>,
     pub(super) facts: Option<Box<HostFacts>>,
     pub(super) cpus: Option<Vec<u32>>,
-    // Ledger (issue 3): where to charge, and the VM's name there.
+    // The ledger: where to charge, and the VM's name there.
     pub(super) ledger: Option<Arc<crate::ledger::Ledger>>,
     pub(super) vm: Option<String>,
     pub(super) shared: bool,

@@ -158,9 +158,8 @@ pub fn run(a: &Args) -> Result<(), CliError> {
 /// Waits for a background population; on a terminal, draws a progress bar on stderr once it
 /// has run for about a second.
 pub fn wait_with_progress(p: PendingReservation) -> Result<Reservation, numapin::Error> {
-    // Without a terminal there is nothing to draw: join at once. (Polling every 100 ms cost a
-    // reservation up to 100 ms of wall time after its workers had finished — half a 1 GiB
-    // reservation's whole run; found by `numapin bench`'s qemu_prealloc row.)
+    // Without a terminal there is nothing to draw: join at once (polling cost a reservation
+    // wall time after its workers had finished; docs/benchmarks.md has the figures).
     if !std::io::stderr().is_terminal() {
         return p.wait();
     }

@@ -145,7 +145,6 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     // (its liveness): the VMM then holds the record until it exits.
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())
         .map_err(|e| CliError::Io(e.into()))?;
-    record.keep_across_exec()?;
     let n = fd.as_raw_fd();
     let (cmd, args) = a.command.split_first().expect("clap requires a command");
     let mut c = std::process::Command::new(cmd);
@@ -154,8 +153,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .env("NUMAPIN_PATH", format!("/proc/self/fd/{n}"))
         .env("NUMAPIN_SIZE", size.to_string())
         .env("NUMAPIN_PAGE_SIZE", page_size.to_string());
-    // The record's liveness (its lock's descriptor) goes to the VMM too. Last, so that no
-    // process forked meanwhile holds it.
+    // Last before the exec, so that no process forked meanwhile holds the record's lock.
     record.keep_across_exec()?;
     // exec returns only on failure: then `record` and `fd` drop here (refund, free the pages).
     let e = c.exec();

@@ -20,8 +20,13 @@ use numapin::measure::median;
 use numapin::pool::{PoolClient, Request};
 use numapin::{format_bytes, Ledger, NodeId, PageSize, Reservation};
 
-use super::{say, Row, GIB, MIB};
+use numapin::bench::Row;
+
+use super::say;
 use crate::CliError;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
 
 struct Serve {
     child: Child,

@@ -1,4 +1,4 @@
-//! The shared-reservation rows of `numapin bench`:
+//! The shared-reservation rows of [`super::run`]:
 //! - `adopt_vs_populate`: a shared reservation of 2M pages built (populated) in this process
 //!   vs adopted by another process (a child `numapin bench --adopt-child SOCKET` that receives
 //!   the memfd over a UNIX socket and times `Reservation::adopt(..).build()`).
@@ -12,25 +12,35 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use numapin::measure::median;
-use numapin::{format_bytes, NodeId, PageSize, Reservation};
+use super::qemu::{time_process, which};
+use super::{paired, Row, GIB, MIB};
+use crate::error::{Error, Result};
+use crate::measure::median;
+use crate::units::{format_bytes, NodeId, PageSize};
+use crate::Reservation;
 
-use super::{paired, say, time_process, which, Row, GIB, MIB};
-use crate::CliError;
+/// An I/O error of `call` as [`Error::Sys`].
+fn io(call: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Sys { call, source }
+}
 
-/// The child's side of `adopt_vs_populate`: adopt every descriptor received on `socket`,
-/// answer the seconds each adoption took (or the error), until the parent hangs up.
-pub fn adopt_child(socket: &Path) -> Result<(), CliError> {
-    let s = UnixStream::connect(socket)?;
-    let mut w = s.try_clone()?;
+/// The child's side of `adopt_vs_populate` (`numapin bench --adopt-child SOCKET`): adopt
+/// every descriptor received on `socket`, answer the seconds each adoption took (or the
+/// error), until the parent hangs up.
+///
+/// # Errors
+/// [`Error::Sys`] if the socket fails.
+pub fn adopt_child(socket: &Path) -> Result<()> {
+    let s = UnixStream::connect(socket).map_err(io("connect"))?;
+    let mut w = s.try_clone().map_err(io("dup"))?;
     loop {
         let mut buf = [0u8; 64];
-        let (n, fd) = numapin::shared::recv_fd(&s, &mut buf)?;
+        let (n, fd) = crate::shared::recv_fd(&s, &mut buf).map_err(io("recvmsg"))?;
         let Some(fd) = fd else {
             if n == 0 {
                 return Ok(()); // the parent is done
             }
-            writeln!(w, "error: no descriptor came with the message")?;
+            writeln!(w, "error: no descriptor came with the message").map_err(io("write"))?;
             continue;
         };
         let size: u64 = std::str::from_utf8(&buf[..n])
@@ -46,15 +56,15 @@ pub fn adopt_child(socket: &Path) -> Result<(), CliError> {
             Ok(r) => {
                 let secs = t.elapsed().as_secs_f64();
                 drop(r);
-                writeln!(w, "{secs}")?;
+                writeln!(w, "{secs}").map_err(io("write"))?;
             }
-            Err(e) => writeln!(w, "error: {e}")?,
+            Err(e) => writeln!(w, "error: {e}").map_err(io("write"))?,
         }
     }
 }
 
 fn free_2m(node: NodeId) -> u64 {
-    numapin::Topology::from_sysfs()
+    crate::Topology::from_sysfs()
         .ok()
         .and_then(|t| {
             t.node(node)
@@ -65,9 +75,15 @@ fn free_2m(node: NodeId) -> u64 {
 }
 
 /// `adopt_vs_populate`: 4 GiB of 2M pages (the `--size` if the pool cannot hold 4 GiB).
-pub fn adopt_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, CliError> {
+pub(super) fn adopt_row(
+    exe: &Path,
+    size: u64,
+    threads: usize,
+    reps: usize,
+    say: &mut dyn FnMut(&str),
+) -> Result<Option<Row>> {
     let node = NodeId(
-        numapin::Topology::from_sysfs()?
+        crate::Topology::from_sysfs()?
             .nodes
             .iter()
             .find(|n| n.has_memory())
@@ -83,24 +99,25 @@ pub fn adopt_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, 
         size
     };
     let dir = std::env::temp_dir().join(format!("numapin-bench-adopt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(io("mkdir"))?;
     let sock = dir.join("adopt.sock");
-    let result = (|| -> Result<Option<Row>, CliError> {
-        let listener = UnixListener::bind(&sock)?;
-        let mut child = Command::new(std::env::current_exe()?)
+    let mut result = || -> Result<Option<Row>> {
+        let listener = UnixListener::bind(&sock).map_err(io("bind"))?;
+        let mut child = Command::new(exe)
             .args(["bench", "--adopt-child"])
             .arg(&sock)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .spawn()?;
-        listener.set_nonblocking(true)?;
+            .spawn()
+            .map_err(io("spawn the adopter"))?;
+        listener.set_nonblocking(true).map_err(io("fcntl"))?;
         let conn = loop {
             match listener.accept() {
                 Ok((c, _)) => break c,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(io("accept")(e)),
             }
-            if let Some(st) = child.try_wait()? {
+            if let Some(st) = child.try_wait().map_err(io("waitpid"))? {
                 say(&format!(
                     "adopt_vs_populate row skipped: the adopter exited ({st})"
                 ));
@@ -108,8 +125,8 @@ pub fn adopt_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, 
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
-        conn.set_nonblocking(false)?;
-        let mut answers = BufReader::new(conn.try_clone()?).lines();
+        conn.set_nonblocking(false).map_err(io("fcntl"))?;
+        let mut answers = BufReader::new(conn.try_clone().map_err(io("dup"))?).lines();
         say(&format!(
             "adopt_vs_populate: {reps} rounds of {}: populate here, adopt in pid {}",
             format_bytes(size),
@@ -135,12 +152,17 @@ pub fn adopt_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, 
                 }
             };
             let built = t.elapsed().as_secs_f64();
-            numapin::shared::send_fd(
+            crate::shared::send_fd(
                 &conn,
                 r.as_fd().expect("shared"),
                 size.to_string().as_bytes(),
-            )?;
-            let line = answers.next().transpose()?.unwrap_or_default();
+            )
+            .map_err(io("sendmsg"))?;
+            let line = answers
+                .next()
+                .transpose()
+                .map_err(io("read"))?
+                .unwrap_or_default();
             drop(r);
             let Ok(secs) = line.trim().parse::<f64>() else {
                 say(&format!(
@@ -172,19 +194,25 @@ pub fn adopt_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, 
                 format_bytes(size)
             ),
         }))
-    })();
+    };
+    let result = result();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 /// `qemu_on_numapin`: `numapin run` + QEMU (`prealloc=off` on the memfd) vs QEMU
 /// preallocating alone, each until its monitor answers `quit`.
-pub fn qemu_run_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row>, CliError> {
+pub(super) fn qemu_run_row(
+    exe: &Path,
+    size: u64,
+    threads: usize,
+    reps: usize,
+    say: &mut dyn FnMut(&str),
+) -> Option<Row> {
     let Some(qemu) = which("qemu-system-x86_64") else {
         say("qemu-system-x86_64 not installed: qemu_on_numapin row skipped");
-        return Ok(None);
+        return None;
     };
-    let exe = std::env::current_exe()?;
     let mb = size / MIB;
     let ledger =
         std::env::temp_dir().join(format!("numapin-bench-run-ledger-{}", std::process::id()));
@@ -200,7 +228,7 @@ pub fn qemu_run_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row
         "-object",
     ];
     let numapin_cmd = || {
-        let mut c = Command::new(&exe);
+        let mut c = Command::new(exe);
         c.args(["run", "--quiet", "--size", &format!("{mb}MiB")])
             .args(["--page-size", "2m", "--threads", &threads.to_string()])
             .args(["--vm", "bench-qemu", "--ledger"])
@@ -258,9 +286,9 @@ pub fn qemu_run_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row
     let _ = std::fs::remove_file(&ledger);
     if let Some(why) = failed {
         say(&why);
-        return Ok(None);
+        return None;
     }
-    Ok(Some(Row {
+    Some(Row {
         metric: "qemu_on_numapin".into(),
         numapin: median(&n),
         baseline: median(&b),
@@ -268,5 +296,5 @@ pub fn qemu_run_row(size: u64, threads: usize, reps: usize) -> Result<Option<Row
         ratio: paired(&n, &b, true),
         goal: Some(1.0),
         note: format!("whole wall time until QEMU's monitor answers: `numapin run --size {mb}MiB --page-size 2m --threads {threads} -- qemu-system-x86_64 -machine none -S -object memory-backend-file,size={{size}},mem-path={{path}},share=on,prealloc=off` vs `qemu-system-x86_64 -machine none -S -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}`"),
-    }))
+    })
 }

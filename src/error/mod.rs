@@ -4,11 +4,23 @@
 //! how to fix it. Errnos that numapin understands are decoded into those variants where the
 //! call is made (see `sys`); the rest stay raw in [`Error::Sys`] with the name of the call.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 use crate::units::{format_bytes, NodeId, PageSize, ParseError};
+
+mod messages;
+
+impl From<crate::sys::Errno> for Error {
+    /// A failed system call, named by the call itself.
+    fn from(e: crate::sys::Errno) -> Error {
+        Error::sys(e.call, e.code)
+    }
+}
+use messages::{
+    cgroup_limit_message, hugepages_short_message, hugepages_short_on_nodes_message, limit_text,
+    node_list, policy_hint, populate_hint,
+};
 
 /// `Result` with numapin's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -428,7 +440,7 @@ pub enum Error {
         reason: String,
     },
 
-    // --- baseline (issue 4) ---
+    // --- baseline ---
     /// A balloon range does not fit the region or its granule.
     #[error("balloon range {offset:#x}+{len:#x} is invalid for a region of {} with a {} granule: {reason}; pass an offset and length that are multiples of {granule} bytes and end at or before byte {region_len}", format_bytes(*region_len), format_bytes(*granule as u64))]
     BalloonRange {
@@ -444,7 +456,7 @@ pub enum Error {
         reason: &'static str,
     },
 
-    // ---- Ledger (issue 3) ----
+    // ---- Ledger ----
     /// The host ledger refused a charge: it would take the (node, page-size class) over its
     /// admission limit.
     #[error("{}", admission_message(self))]
@@ -696,158 +708,13 @@ impl Error {
         Error::Parse { path, source }
     }
 
-    pub(crate) fn sys(call: &'static str, errno: i32) -> Error {
+    /// `call` failed with `errno` (a raw errno, or a [`crate::sys::Errno`], whose own call
+    /// name the caller's more specific one replaces).
+    pub(crate) fn sys(call: &'static str, errno: impl Into<i32>) -> Error {
         Error::Sys {
             call,
-            source: io::Error::from_raw_os_error(errno),
+            source: io::Error::from_raw_os_error(errno.into()),
         }
-    }
-}
-
-fn limit_text(limit: u64) -> String {
-    if limit == u64::MAX {
-        "unlimited".into()
-    } else {
-        format_bytes(limit)
-    }
-}
-
-/// `/sys/devices/system/node/nodeN/hugepages/hugepages-SIZEkB/nr_hugepages`.
-fn pool_file(node: NodeId, page: PageSize) -> String {
-    format!(
-        "/sys/devices/system/node/node{node}/hugepages/hugepages-{}kB/nr_hugepages",
-        page.bytes().unwrap_or(0) / 1024
-    )
-}
-
-/// `0, 1, 3`.
-fn node_list(nodes: &[NodeId]) -> String {
-    nodes
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn grow_hint(p: &str, short: u64) -> String {
-    format!(
-        "`echo $(( $(cat {p}) + {short} )) > {p}` (as root; 1g pages are best reserved at boot with hugepagesz=1G hugepages=N)"
-    )
-}
-
-fn reserved_note(reserved: u64) -> String {
-    if reserved > 0 {
-        format!(", but {reserved} of the host's free pages are reserved by other mappings (HugePages_Rsvd) and cannot be had")
-    } else {
-        String::new()
-    }
-}
-
-fn hugepages_short_message(
-    node: NodeId,
-    page: PageSize,
-    wanted: u64,
-    free_on_node: u64,
-    free_elsewhere: u64,
-    reserved: u64,
-    short: u64,
-) -> String {
-    let mut s = format!(
-        "node {node} has {free_on_node} free {page} hugepage(s){}, {wanted} needed ({short} short)",
-        reserved_note(reserved)
-    );
-    if free_elsewhere > 0 {
-        s += &format!(
-            "; {free_elsewhere} are free on other nodes, but memory bound to node {node} cannot use them"
-        );
-    }
-    s += &format!(
-        ". Grow the pool: {}, or ask for fewer pages or another node",
-        grow_hint(&pool_file(node, page), short)
-    );
-    s
-}
-
-fn hugepages_short_on_nodes_message(
-    page: PageSize,
-    wanted: u64,
-    free: &[(NodeId, u64)],
-    reserved: u64,
-    short: u64,
-) -> String {
-    let per: Vec<String> = free.iter().map(|(n, f)| format!("node {n}: {f}")).collect();
-    let total: u64 = free.iter().map(|(_, f)| f).sum();
-    let first = free.first().map_or(NodeId(0), |(n, _)| *n);
-    format!(
-        "nodes {} have {total} free {page} hugepage(s) together ({}){}, {wanted} needed ({short} short). Memory bound to these nodes may come from any of them: grow one of their pools by {short}, e.g. {}, or ask for fewer pages",
-        node_list(&free.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
-        per.join(", "),
-        reserved_note(reserved),
-        grow_hint(&pool_file(first, page), short)
-    )
-}
-
-fn cgroup_limit_message(
-    file: &std::path::Path,
-    page: PageSize,
-    requested: u64,
-    limit: u64,
-    usage: u64,
-) -> String {
-    let what = if page.is_hugetlb() {
-        format!("{page} hugetlb pages")
-    } else {
-        format!("memory ({page} pages)")
-    };
-    format!(
-        "the cgroup limit {} allows {} and {} of it is in use, so {} is left; {} of {what} requested. Raise the limit (`echo {} > {}` as root, or the unit's {} with systemd), start the VMM in a cgroup with more room, or reserve less",
-        file.display(),
-        format_bytes(limit),
-        format_bytes(usage),
-        format_bytes(limit.saturating_sub(usage)),
-        format_bytes(requested),
-        usage.saturating_add(requested),
-        file.display(),
-        if page.is_hugetlb() { "hugetlb limit" } else { "MemoryMax=" },
-    )
-}
-
-fn policy_hint(d: PolicyDenial) -> &'static str {
-    match d {
-        PolicyDenial::Cpuset => "the process's cpuset does not include these nodes (see Mems_allowed in /proc/self/status); add them to the cgroup's cpuset.mems",
-        PolicyDenial::Seccomp => "a seccomp filter is active on this process and most likely forbids the call; allow mbind and set_mempolicy in the VMM's seccomp profile, or reserve before installing the filter",
-        PolicyDenial::Other => "the kernel or a security module refused the call; check dmesg and the audit log",
-    }
-}
-
-fn populate_hint(errno: i32, page: PageSize, nodes: &[NodeId]) -> String {
-    let what = io::Error::from_raw_os_error(errno);
-    let cause = match errno {
-        libc::EFAULT | libc::ENOMEM if page.is_hugetlb() => format!(
-            "the {page} hugepage pool of node(s) {nodes:?} ran out (another process took pages after the preflight, or a hugetlb cgroup limit was hit); grow the pool or check `hugetlb.{}.max` of the cgroup",
-            if page == PageSize::Huge1G { "1GB" } else { "2MB" }
-        ),
-        libc::ENOMEM => format!(
-            "node(s) {nodes:?} ran out of memory, or the cgroup memory limit was hit; free memory there or raise memory.max"
-        ),
-        libc::EHWPOISON => "a page is hardware-poisoned (memory error); retire the DIMM or reserve elsewhere".into(),
-        libc::EINVAL => "the kernel refused MADV_POPULATE_WRITE on this mapping".into(),
-        _ => String::new(),
-    };
-    if cause.is_empty() {
-        what.to_string()
-    } else {
-        format!("{what}: {cause}")
-    }
-}
-
-impl fmt::Display for PolicyDenial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PolicyDenial::Cpuset => "cpuset",
-            PolicyDenial::Seccomp => "seccomp",
-            PolicyDenial::Other => "other",
-        })
     }
 }
 

@@ -1,0 +1,134 @@
+//! `qemu_prealloc`: QEMU's own hugetlb preallocation against `numapin reserve`, whole process
+//! against whole process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{paired, Row, MIB};
+use crate::measure::median;
+
+/// Finds a program on `PATH`.
+pub(super) fn which(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Runs a command to its end with its output discarded; the wall time, or why it failed.
+pub(super) fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut i) = child.stdin.take() {
+        // The monitor reads its `quit` only after QEMU's start-up (and preallocation) is done.
+        let _ = i.write_all(stdin);
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let d = t.elapsed();
+    if out.status.success() {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The row, or `None` (with a progress line saying why) when QEMU is not installed or a run
+/// fails.
+pub(super) fn prealloc_row(
+    numapin: &Path,
+    size: u64,
+    threads: usize,
+    reps: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Option<Row> {
+    let Some(qemu) = which("qemu-system-x86_64") else {
+        progress("qemu-system-x86_64 not installed: qemu_prealloc row skipped");
+        return None;
+    };
+    let mb = size / MIB;
+    let numapin_cmd = || {
+        let mut c = Command::new(numapin);
+        c.args([
+            "reserve",
+            "--size",
+            &format!("{mb}MiB"),
+            "--page-size",
+            "2m",
+            "--threads",
+        ])
+        .arg(threads.to_string());
+        c
+    };
+    let qemu_cmd = || {
+        let mut c = Command::new(&qemu);
+        c.args([
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "stdio",
+            "-S",
+            "-object",
+        ])
+        .arg(format!(
+            "memory-backend-memfd,id=m,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}"
+        ));
+        c
+    };
+    progress(&format!("qemu_prealloc: {reps} interleaved runs of each"));
+    let (mut n, mut b) = (Vec::new(), Vec::new());
+    for rep in 0..=reps {
+        let mut sides = [0, 1];
+        if rep % 2 == 1 {
+            sides.reverse();
+        }
+        for side in sides {
+            let r = if side == 0 {
+                time_process(&mut numapin_cmd(), b"")
+            } else {
+                time_process(&mut qemu_cmd(), b"quit\n")
+            };
+            match r {
+                // Run 0 of each is the warm-up (page cache, pool pages on the outer host).
+                Ok(d) if rep > 0 => {
+                    if side == 0 {
+                        n.push(d.as_secs_f64())
+                    } else {
+                        b.push(d.as_secs_f64())
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    progress(&format!(
+                        "qemu_prealloc row skipped: {} failed: {e}",
+                        if side == 0 { "numapin reserve" } else { "qemu" }
+                    ));
+                    return None;
+                }
+            }
+        }
+    }
+    Some(Row {
+        metric: "qemu_prealloc".into(),
+        numapin: median(&n),
+        baseline: median(&b),
+        unit: "s",
+        ratio: paired(&n, &b, true),
+        goal: Some(1.0),
+        note: format!("whole process: `numapin reserve --size {mb}MiB --page-size 2m --threads {threads}` vs `qemu-system-x86_64 -machine none -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads} -S` quit from its monitor"),
+    })
+}
