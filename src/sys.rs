@@ -489,6 +489,7 @@ pub fn set_affinity(cpus: &[u32]) -> Result<(), Errno> {
 /// Moves the calling thread to the idle scheduling class (`SCHED_IDLE`): it runs only when no
 /// other thread wants the CPU. Threads it creates afterwards inherit the class.
 #[doc(alias = "sched_setscheduler")]
+#[cfg(feature = "pool")]
 pub fn set_idle_priority() -> Result<(), Errno> {
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: `p` is a valid sched_param for the call; pid 0 is the calling thread.

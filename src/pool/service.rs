@@ -657,7 +657,9 @@ impl Inner {
 
     fn background(&self) {
         if let Err(e) = crate::sys::set_idle_priority() {
-            eprintln!("numapin serve: SCHED_IDLE refused (errno {e}); background work runs at normal priority");
+            eprintln!(
+                "numapin serve: SCHED_IDLE refused ({e}); background work runs at normal priority"
+            );
         }
         loop {
             self.collect_returns();
