@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use common::{free_pages, need, pools_exclusive, TempPath};
+use common::{free_pages, need, pool_eq, pools_exclusive, retry_pool, TempPath};
 use numapin::shared::{self, AdoptProblem, FileBacking, Seals};
 use numapin::{Error, NodeId, PageSize, Reservation, Topology};
 
@@ -35,32 +35,6 @@ fn spawn_child(name: &str, socket: &std::path::Path) -> Child {
         .unwrap()
 }
 
-/// Pool counts are host-wide: a user of the pools that ignores the tests' pool lock (a bench
-/// run, a service under test elsewhere) can move them. Such a check returns `Err` from the test
-/// body instead of panicking; [`twice`] runs the body once more before failing.
-macro_rules! pool_eq {
-    ($a:expr, $b:expr $(,)?) => {
-        pool_eq!($a, $b, "pool count")
-    };
-    ($a:expr, $b:expr, $($m:tt)+) => {{
-        let (a, b) = ($a, $b);
-        if a != b {
-            return Err(format!("{}: {:?}, expected {:?}", format!($($m)+), a, b));
-        }
-    }};
-}
-
-/// Runs a test body; a pool-count mismatch (see [`pool_eq`]) gets one more run.
-fn twice(name: &str, body: impl Fn() -> Result<(), String>) {
-    for attempt in 1..=2 {
-        match body() {
-            Ok(()) => return,
-            Err(e) if attempt == 1 => eprintln!("{name}: {e}; the pool moved, once more"),
-            Err(e) => panic!("{name}: {e}"),
-        }
-    }
-}
-
 fn pattern(i: usize) -> u8 {
     (i as u8).wrapping_mul(31).wrapping_add(7)
 }
@@ -69,7 +43,7 @@ fn pattern(i: usize) -> u8 {
 /// (exactly as many as the size), and nobody holding the descriptor can resize it.
 #[test]
 fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd() {
-    twice(
+    retry_pool(
         "a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd",
         a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd_body,
     );
@@ -124,7 +98,7 @@ fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd_body() -> Result<
 /// file; adopting it again finds the data and moves no pool page.
 #[test]
 fn into_fd_keeps_the_memory_and_adopt_finds_it() {
-    twice(
+    retry_pool(
         "into_fd_keeps_the_memory_and_adopt_finds_it",
         into_fd_keeps_the_memory_and_adopt_finds_it_body,
     );
@@ -194,7 +168,7 @@ fn another_process_adopts_1g_without_a_new_page_and_fast() {
         writeln!(s, "{adopt_s} {free_before} {free_now} {bad}").unwrap();
         return;
     }
-    twice(
+    retry_pool(
         "another_process_adopts_1g_without_a_new_page_and_fast",
         another_process_adopts_1g_without_a_new_page_and_fast_body,
     );
@@ -557,7 +531,7 @@ fn adopt_refuses_a_file_with_a_punched_hole() {
 /// there are) leaves no descriptor, no mapping and no pool page behind.
 #[test]
 fn a_failed_shared_reservation_leaves_no_file_behind() {
-    twice(
+    retry_pool(
         "a_failed_shared_reservation_leaves_no_file_behind",
         a_failed_shared_reservation_leaves_no_file_behind_body,
     );
@@ -604,7 +578,7 @@ fn a_failed_shared_reservation_leaves_no_file_behind_body() -> Result<(), String
 /// (`st_blksize`), and adopting it takes no page from the 1G pool.
 #[test]
 fn a_1g_shared_reservation_is_adopted_as_1g() {
-    twice(
+    retry_pool(
         "a_1g_shared_reservation_is_adopted_as_1g",
         a_1g_shared_reservation_is_adopted_as_1g_body,
     );
@@ -696,7 +670,7 @@ fn an_unprivileged_process_adopts_and_cannot_resize() {
         .unwrap();
         return;
     }
-    twice(
+    retry_pool(
         "an_unprivileged_process_adopts_and_cannot_resize",
         an_unprivileged_process_adopts_and_cannot_resize_body,
     );
