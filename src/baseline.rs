@@ -460,7 +460,7 @@ impl Drop for LazyRegion {
                 "numapin: munmap({:p}, {}) failed: {}; the baseline region stays mapped (leaked)",
                 self.ptr,
                 self.len,
-                std::io::Error::from_raw_os_error(errno)
+                std::io::Error::from_raw_os_error(errno.into())
             );
         }
     }

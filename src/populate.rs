@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(count.into_inner(), len);
         let (_, r) = run(&plan, |_, off, _| {
             if off == 3 << 20 {
-                Err(libc::ENOMEM)
+                Err(sys::Errno::new("test", libc::ENOMEM))
             } else {
                 Ok(())
             }

@@ -339,3 +339,19 @@ fn placement_and_holdback_metric_carry_the_holdback() {
         );
     }
 }
+
+/// A Prometheus that is not there is an error that says what to check, not a hang or an empty
+/// fleet.
+#[test]
+fn unreachable_prometheus_is_an_error_with_the_fix() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = plan(&["--prometheus", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("is Prometheus running there"), "{e}");
+    assert!(stdout(&o).is_empty());
+}

@@ -108,11 +108,11 @@ fn qemu_own_view(pid: u32) -> (u64, Option<(u64, u64)>) {
 #[test]
 fn qemu_boots_a_guest_on_a_shared_reservation() {
     // The host-wide pool counts can be moved by a user of the pools that does not take the
-    // tests' pool lock (a benchmark run): one retry, then the checks must hold.
-    for attempt in 1..=2 {
+    // tests' pool lock (a benchmark run): up to two more boots, then the checks must hold.
+    for attempt in 1..=3 {
         match boot_on_numapin() {
             None => return,
-            Some(disturbed) if attempt == 1 => {
+            Some(disturbed) if attempt < 3 => {
                 eprintln!("pool moved by someone else ({disturbed}); booting once more")
             }
             Some(disturbed) => panic!("{disturbed}"),

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_pages, need, pools_exclusive, TempPath};
+use common::{free_pages, need, pool_eq, pools_exclusive, retry_pool, TempPath};
 use numapin::Ledger;
 
 fn run(ledger: &std::path::Path, vm: &str, size: &str, cmd: &[&str]) -> Command {
@@ -49,10 +49,17 @@ fn ledger_state(path: &std::path::Path) -> (u64, Vec<(String, u32)>) {
 
 #[test]
 fn the_command_gets_the_memory_and_its_exit_status_is_returned() {
+    retry_pool(
+        "the_command_gets_the_memory_and_its_exit_status_is_returned",
+        the_command_gets_the_memory_and_its_exit_status_is_returned_body,
+    );
+}
+
+fn the_command_gets_the_memory_and_its_exit_status_is_returned_body() -> Result<(), String> {
     let _lock = pools_exclusive();
     let before = free_pages(0, 2048);
     if !need(before >= 16, "node 0 needs 16 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let ledger = TempPath::new("run-ledger");
     let script = "echo \"fd={fd} path={path} size={size}\"; \
@@ -81,17 +88,18 @@ fn the_command_gets_the_memory_and_its_exit_status_is_returned() {
         format!("env {fd} /proc/self/fd/{fd} {} 2m", 32 << 20)
     );
     assert!(lines[2].starts_with("/memfd:numapin"), "{}", lines[2]);
-    assert_eq!(
+    pool_eq!(
         lines[3].parse::<u64>().unwrap(),
         before - 16,
         "the command ran with the pages reserved"
     );
-    assert_eq!(free_pages(0, 2048), before, "freed when the command exited");
+    pool_eq!(free_pages(0, 2048), before, "freed when the command exited");
     assert_eq!(
         ledger_state(&ledger.0),
         (0, vec![]),
         "the charge was settled"
     );
+    Ok(())
 }
 
 /// The ledger charge lives exactly as long as the command: visible under the command's pid
@@ -99,10 +107,17 @@ fn the_command_gets_the_memory_and_its_exit_status_is_returned() {
 /// signal that reached it directly (the exit status says so).
 #[test]
 fn the_charge_lives_as_long_as_the_command_and_signals_reach_it() {
+    retry_pool(
+        "the_charge_lives_as_long_as_the_command_and_signals_reach_it",
+        the_charge_lives_as_long_as_the_command_and_signals_reach_it_body,
+    );
+}
+
+fn the_charge_lives_as_long_as_the_command_and_signals_reach_it_body() -> Result<(), String> {
     let _lock = pools_exclusive();
     let before = free_pages(0, 2048);
     if !need(before >= 16, "node 0 needs 16 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let ledger = TempPath::new("run-ledger-kill");
     let mut child = run(&ledger.0, "run-kill", "32MiB", &["sleep", "60"])
@@ -120,7 +135,7 @@ fn the_charge_lives_as_long_as_the_command_and_signals_reach_it() {
         assert!(child.try_wait().unwrap().is_none(), "numapin run exited");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(free_pages(0, 2048), before - 16);
+    let held = free_pages(0, 2048);
     let (reserved, vms) = ledger_state(&ledger.0);
     assert_eq!(reserved, 32 << 20, "charged while the command runs");
     assert_eq!(vms, vec![("run-kill".to_string(), pid)]);
@@ -129,16 +144,25 @@ fn the_charge_lives_as_long_as_the_command_and_signals_reach_it() {
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGTERM), "{st}");
-    assert_eq!(free_pages(0, 2048), before);
+    pool_eq!(held, before - 16, "free 2M pages while the command ran");
+    pool_eq!(free_pages(0, 2048), before);
     assert_eq!(ledger_state(&ledger.0), (0, vec![]), "reaped after it died");
+    Ok(())
 }
 
 #[test]
 fn a_command_that_cannot_run_releases_everything() {
+    retry_pool(
+        "a_command_that_cannot_run_releases_everything",
+        a_command_that_cannot_run_releases_everything_body,
+    );
+}
+
+fn a_command_that_cannot_run_releases_everything_body() -> Result<(), String> {
     let _lock = pools_exclusive();
     let before = free_pages(0, 2048);
     if !need(before >= 16, "node 0 needs 16 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let ledger = TempPath::new("run-ledger-missing");
     let out = run(&ledger.0, "run-missing", "32MiB", &["/nonexistent/vmm"])
@@ -147,12 +171,13 @@ fn a_command_that_cannot_run_releases_everything() {
     assert_eq!(out.status.code(), Some(127));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot run /nonexistent/vmm"), "{err}");
-    assert_eq!(free_pages(0, 2048), before);
+    pool_eq!(free_pages(0, 2048), before);
     let l = Ledger::open(&ledger.0).unwrap();
     assert!(
         l.snapshot_no_reap().unwrap().vms.is_empty(),
         "refunded, not reaped"
     );
+    Ok(())
 }
 
 /// "As long as the process that holds the memory": a child the VMM leaves behind holds the
@@ -160,10 +185,17 @@ fn a_command_that_cannot_run_releases_everything() {
 /// reserved and charged until that child exits too — then both go.
 #[test]
 fn a_child_left_holding_the_memory_keeps_the_charge() {
+    retry_pool(
+        "a_child_left_holding_the_memory_keeps_the_charge",
+        a_child_left_holding_the_memory_keeps_the_charge_body,
+    );
+}
+
+fn a_child_left_holding_the_memory_keeps_the_charge_body() -> Result<(), String> {
     let _lock = pools_exclusive();
     let before = free_pages(0, 2048);
     if !need(before >= 16, "node 0 needs 16 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let ledger = TempPath::new("run-ledger-orphan");
     let out = run(
@@ -198,15 +230,16 @@ fn a_child_left_holding_the_memory_keeps_the_charge() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
+    pool_eq!(
         held,
         (before - 16, 32 << 20, 1),
         "after the VMM exited, its child still holds the memory and the charge"
     );
-    assert_eq!(free_pages(0, 2048), before, "freed with the last holder");
+    pool_eq!(free_pages(0, 2048), before, "freed with the last holder");
     assert_eq!(
         ledger_state(&ledger.0),
         (0, vec![]),
         "and the charge reaped"
     );
+    Ok(())
 }

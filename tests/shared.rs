@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use common::{free_pages, need, pools_exclusive, TempPath};
+use common::{free_pages, need, pool_eq, pools_exclusive, retry_pool, TempPath};
 use numapin::shared::{self, AdoptProblem, FileBacking, Seals};
 use numapin::{Error, NodeId, PageSize, Reservation, Topology};
 
@@ -43,11 +43,18 @@ fn pattern(i: usize) -> u8 {
 /// (exactly as many as the size), and nobody holding the descriptor can resize it.
 #[test]
 fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd() {
+    retry_pool(
+        "a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd",
+        a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd_body,
+    );
+}
+
+fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd_body() -> Result<(), String> {
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
     if !need(before >= 32, "node needs 32 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let r = Reservation::builder(32 << 20)
         .node(node)
@@ -55,7 +62,7 @@ fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd() {
         .shared(true)
         .build()
         .unwrap();
-    assert_eq!(free_pages(node.0, 2048), before - 16);
+    pool_eq!(free_pages(node.0, 2048), before - 16);
     assert!(r.report().shared);
     assert_eq!(r.report().placement.get(&node), Some(&(32 << 20)));
     let fd = r.as_fd().expect("a shared reservation has a file");
@@ -83,18 +90,26 @@ fn a_2m_shared_reservation_is_a_sealed_populated_hugetlb_memfd() {
     assert_eq!(vma.kernel_page_size, 2 << 20);
     assert!(vma.flags.iter().any(|f| f == "sh"), "{:?}", vma.flags);
     drop(r);
-    assert_eq!(free_pages(node.0, 2048), before, "the pages went back");
+    pool_eq!(free_pages(node.0, 2048), before, "the pages went back");
+    Ok(())
 }
 
 /// `into_fd` unmaps this process's view but the memory (and what was written) lives on in the
 /// file; adopting it again finds the data and moves no pool page.
 #[test]
 fn into_fd_keeps_the_memory_and_adopt_finds_it() {
+    retry_pool(
+        "into_fd_keeps_the_memory_and_adopt_finds_it",
+        into_fd_keeps_the_memory_and_adopt_finds_it_body,
+    );
+}
+
+fn into_fd_keeps_the_memory_and_adopt_finds_it_body() -> Result<(), String> {
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
     if !need(before >= 8, "node needs 8 free 2M hugepages") {
-        return;
+        return Ok(());
     }
     let mut r = Reservation::builder(16 << 20)
         .node(node)
@@ -107,21 +122,22 @@ fn into_fd_keeps_the_memory_and_adopt_finds_it() {
     }
     let (fd, charge) = r.into_fd().unwrap();
     assert!(charge.is_none());
-    assert_eq!(free_pages(node.0, 2048), before - 8, "the file holds them");
+    pool_eq!(free_pages(node.0, 2048), before - 8, "the file holds them");
     let a = Reservation::adopt(fd)
         .size(16 << 20)
         .page_size(PageSize::Huge2M)
         .node(node)
         .build()
         .unwrap();
-    assert_eq!(free_pages(node.0, 2048), before - 8, "adopting took none");
+    pool_eq!(free_pages(node.0, 2048), before - 8, "adopting took none");
     for (i, b) in a.as_slice().iter().enumerate().step_by(4093) {
         assert_eq!(*b, pattern(i), "byte {i}");
     }
     assert!(a.report().verified_all);
     assert_eq!(a.report().placement.get(&node), Some(&(16 << 20)));
     drop(a);
-    assert_eq!(free_pages(node.0, 2048), before);
+    pool_eq!(free_pages(node.0, 2048), before);
+    Ok(())
 }
 
 /// The check: another process adopts 1 GiB of 2M pages; the pool's free count does
@@ -152,11 +168,18 @@ fn another_process_adopts_1g_without_a_new_page_and_fast() {
         writeln!(s, "{adopt_s} {free_before} {free_now} {bad}").unwrap();
         return;
     }
+    retry_pool(
+        "another_process_adopts_1g_without_a_new_page_and_fast",
+        another_process_adopts_1g_without_a_new_page_and_fast_body,
+    );
+}
+
+fn another_process_adopts_1g_without_a_new_page_and_fast_body() -> Result<(), String> {
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 2048);
     if !need(before >= 512, "node needs 512 free 2M hugepages (1 GiB)") {
-        return;
+        return Ok(());
     }
     let t0 = Instant::now();
     let mut r = Reservation::builder(1 << 30)
@@ -171,7 +194,7 @@ fn another_process_adopts_1g_without_a_new_page_and_fast() {
         *b = pattern(i);
     }
     let held = free_pages(node.0, 2048);
-    assert_eq!(held, before - 512);
+    pool_eq!(held, before - 512);
     let path = TempPath::new("adopt.sock");
     let listener = UnixListener::bind(&path.0).unwrap();
     let mut child = spawn_child(
@@ -197,19 +220,20 @@ fn another_process_adopts_1g_without_a_new_page_and_fast() {
         "1 GiB of 2M: build {build_s:.3}s (populate {populate_s:.3}s), adopt in another process {adopt_s:.4}s: {:.0}x",
         populate_s / adopt_s
     );
-    assert_eq!(free_now, free_before, "adopting moved the pool");
+    pool_eq!(free_now, free_before, "adopting moved the pool");
     assert_eq!(bad, 0.0, "the child read other bytes than the parent wrote");
     assert!(
         adopt_s * 5.0 < populate_s,
         "adopting ({adopt_s:.4}s) should take a small fraction of populating ({populate_s:.4}s)"
     );
-    assert_eq!(
+    pool_eq!(
         free_pages(node.0, 2048),
         held,
         "the child's exit freed nothing"
     );
     drop(r);
-    assert_eq!(free_pages(node.0, 2048), before);
+    pool_eq!(free_pages(node.0, 2048), before);
+    Ok(())
 }
 
 /// A shmem (4k) shared reservation: locked, and writes through one mapping are seen through
@@ -507,11 +531,18 @@ fn adopt_refuses_a_file_with_a_punched_hole() {
 /// there are) leaves no descriptor, no mapping and no pool page behind.
 #[test]
 fn a_failed_shared_reservation_leaves_no_file_behind() {
+    retry_pool(
+        "a_failed_shared_reservation_leaves_no_file_behind",
+        a_failed_shared_reservation_leaves_no_file_behind_body,
+    );
+}
+
+fn a_failed_shared_reservation_leaves_no_file_behind_body() -> Result<(), String> {
     let node = node0();
     let _lock = pools_exclusive();
     let free = free_pages(node.0, 2048);
     if !need(free >= 1, "node needs a free 2M hugepage") {
-        return;
+        return Ok(());
     }
     let mut t = Topology::from_sysfs().unwrap();
     for n in &mut t.nodes {
@@ -539,18 +570,26 @@ fn a_failed_shared_reservation_leaves_no_file_behind() {
         .unwrap_err();
     assert!(matches!(e, Error::HugepagesShort { .. }), "{e}");
     assert_eq!(memfds(), open_before, "the memfd was closed");
-    assert_eq!(free_pages(node.0, 2048), free);
+    pool_eq!(free_pages(node.0, 2048), free);
+    Ok(())
 }
 
 /// 1 GiB pages: the memfd is `MFD_HUGE_1GB`, `inspect` reads the page size from the file
 /// (`st_blksize`), and adopting it takes no page from the 1G pool.
 #[test]
 fn a_1g_shared_reservation_is_adopted_as_1g() {
+    retry_pool(
+        "a_1g_shared_reservation_is_adopted_as_1g",
+        a_1g_shared_reservation_is_adopted_as_1g_body,
+    );
+}
+
+fn a_1g_shared_reservation_is_adopted_as_1g_body() -> Result<(), String> {
     let node = node0();
     let _lock = pools_exclusive();
     let before = free_pages(node.0, 1 << 20);
     if !need(before >= 1, "node needs a free 1G hugepage") {
-        return;
+        return Ok(());
     }
     let r = Reservation::builder(1 << 30)
         .node(node)
@@ -560,7 +599,7 @@ fn a_1g_shared_reservation_is_adopted_as_1g() {
         .unwrap();
     let f = shared::inspect(r.as_fd().unwrap()).unwrap();
     assert_eq!(f.backing, FileBacking::Hugetlbfs(PageSize::Huge1G));
-    assert_eq!(free_pages(node.0, 1 << 20), before - 1);
+    pool_eq!(free_pages(node.0, 1 << 20), before - 1);
     let a = Reservation::adopt(r.as_fd().unwrap().try_clone_to_owned().unwrap())
         .page_size(PageSize::Huge1G)
         .node(node)
@@ -568,7 +607,7 @@ fn a_1g_shared_reservation_is_adopted_as_1g() {
         .unwrap();
     assert_eq!(a.page_size(), PageSize::Huge1G);
     assert_eq!(a.report().total_pages, 1);
-    assert_eq!(
+    pool_eq!(
         free_pages(node.0, 1 << 20),
         before - 1,
         "adopting took none"
@@ -586,5 +625,107 @@ fn a_1g_shared_reservation_is_adopted_as_1g() {
         }
     );
     drop((a, r));
-    assert_eq!(free_pages(node.0, 1 << 20), before);
+    pool_eq!(free_pages(node.0, 1 << 20), before);
+    Ok(())
+}
+
+const NOBODY_ENV: &str = "NUMAPIN_SHARED_NOBODY";
+
+/// The usual deployment: root (or a service) reserves, an unprivileged VMM (uid `nobody`
+/// here) receives the memfd. It can adopt and read the memory, and the seals hold against it
+/// (truncate and grow refused, no seal can be added); no pool page moves.
+#[test]
+fn an_unprivileged_process_adopts_and_cannot_resize() {
+    if let Some(sock) = std::env::var_os(NOBODY_ENV) {
+        let uid = rustix::process::getuid().as_raw();
+        let mut s = UnixStream::connect(sock).unwrap();
+        let mut buf = [0u8; 16];
+        let (_, fd) = shared::recv_fd(&s, &mut buf).unwrap();
+        let a = Reservation::adopt(fd.unwrap())
+            .size(16 << 20)
+            .page_size(PageSize::Huge2M)
+            .build()
+            .unwrap();
+        let pattern_ok = a
+            .as_slice()
+            .iter()
+            .enumerate()
+            .step_by(4093)
+            .all(|(i, b)| *b == pattern(i));
+        let fd = a.as_fd().unwrap();
+        let eperm = |r: rustix::io::Result<()>| match r {
+            Err(rustix::io::Errno::PERM) => "EPERM".to_string(),
+            other => format!("{other:?}"),
+        };
+        let shrink = eperm(rustix::fs::ftruncate(fd, 2 << 20));
+        let grow = eperm(rustix::fs::ftruncate(fd, 32 << 20));
+        let seal = eperm(rustix::fs::fcntl_add_seals(
+            fd,
+            rustix::fs::SealFlags::WRITE,
+        ));
+        writeln!(
+            s,
+            "uid={uid} pattern={pattern_ok} shrink={shrink} grow={grow} seal={seal}"
+        )
+        .unwrap();
+        return;
+    }
+    retry_pool(
+        "an_unprivileged_process_adopts_and_cannot_resize",
+        an_unprivileged_process_adopts_and_cannot_resize_body,
+    );
+}
+
+fn an_unprivileged_process_adopts_and_cannot_resize_body() -> Result<(), String> {
+    let node = node0();
+    if !need(common::is_root(), "switching to uid nobody needs root") {
+        return Ok(());
+    }
+    let _lock = pools_exclusive();
+    let before = free_pages(node.0, 2048);
+    if !need(before >= 8, "node needs 8 free 2M hugepages") {
+        return Ok(());
+    }
+    let mut r = Reservation::builder(16 << 20)
+        .node(node)
+        .page_size(PageSize::Huge2M)
+        .shared(true)
+        .build()
+        .unwrap();
+    for (i, b) in r.as_mut_slice().iter_mut().enumerate().step_by(4093) {
+        *b = pattern(i);
+    }
+    let path = TempPath::new("nobody.sock");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_unprivileged_process_adopts_and_cannot_resize",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NOBODY_ENV, &path.0)
+        .spawn()
+        .unwrap();
+    let mut s = common::accept_from(&listener, &mut child);
+    shared::send_fd(&s, r.as_fd().unwrap(), b"ram").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(child.wait().unwrap().success(), "child: {reply}");
+    assert_eq!(
+        reply.trim(),
+        "uid=65534 pattern=true shrink=EPERM grow=EPERM seal=EPERM"
+    );
+    pool_eq!(
+        free_pages(node.0, 2048),
+        before - 8,
+        "the adopter took none"
+    );
+    drop(r);
+    pool_eq!(free_pages(node.0, 2048), before);
+    Ok(())
 }

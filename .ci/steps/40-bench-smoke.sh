@@ -23,7 +23,8 @@ jq -e '
   and ([.results[].metric]
         | contains(["time_to_ready", "first_touch_p99", "random_access",
                     "populate_vs_limit", "balloon_cycle", "populate_gibps_4k_1t",
-                    "populate_gibps_2m_1t", "adopt_vs_populate"]))
+                    "populate_gibps_2m_1t", "adopt_vs_populate",
+                    "warm_time_to_ready", "failover_restart", "rezero_vs_memset"]))
 ' "$out/bench.json" >/dev/null || { echo "bench JSON has the wrong shape" >&2; exit 1; }
 
 if command -v qemu-system-x86_64 >/dev/null; then

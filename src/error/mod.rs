@@ -10,6 +10,13 @@ use std::path::PathBuf;
 use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
 mod messages;
+
+impl From<crate::sys::Errno> for Error {
+    /// A failed system call, named by the call itself.
+    fn from(e: crate::sys::Errno) -> Error {
+        Error::sys(e.call, e.code)
+    }
+}
 use messages::{
     cgroup_limit_message, hugepages_short_message, hugepages_short_on_nodes_message, limit_text,
     node_list, policy_hint, populate_hint,
@@ -701,10 +708,12 @@ impl Error {
         Error::Parse { path, source }
     }
 
-    pub(crate) fn sys(call: &'static str, errno: i32) -> Error {
+    /// `call` failed with `errno` (a raw errno, or a [`crate::sys::Errno`], whose own call
+    /// name the caller's more specific one replaces).
+    pub(crate) fn sys(call: &'static str, errno: impl Into<i32>) -> Error {
         Error::Sys {
             call,
-            source: io::Error::from_raw_os_error(errno),
+            source: io::Error::from_raw_os_error(errno.into()),
         }
     }
 }

@@ -123,7 +123,7 @@ impl Ledger {
             ));
         }
         let region = crate::sys::SharedRegion::map_file(&f, len as usize)
-            .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e)))?;
+            .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e.into())))?;
         // The size once more, now that it is mapped: a file truncated between the `fstat` and
         // the `mmap` would fault on access (only its owner or root can still do that).
         let now = f.metadata().map_err(|e| io("fstat", e))?.len();
@@ -190,7 +190,7 @@ impl Ledger {
             f.set_len(geo.len() as u64)
                 .map_err(|e| io("ftruncate", e))?;
             let region = crate::sys::SharedRegion::map_file(&f, geo.len())
-                .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e)))?;
+                .map_err(|e| io("mmap", std::io::Error::from_raw_os_error(e.into())))?;
             let t = Table {
                 region: Region(region),
                 geo,

@@ -142,7 +142,7 @@ impl Ledger {
                 return Err(Error::LedgerIo {
                     path: self.display_path(),
                     op: "fcntl(F_OFD_SETLK)",
-                    source: std::io::Error::from_raw_os_error(e),
+                    source: std::io::Error::from_raw_os_error(e.into()),
                 })
             }
         }

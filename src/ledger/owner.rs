@@ -131,7 +131,7 @@ mod ofd {
             match crate::sys::ofd_try_lock(file.as_fd(), off, 1, true) {
                 Ok(true) => Ok(Some(Beacon { file })),
                 Ok(false) => Ok(None),
-                Err(e) => Err(self.io("fcntl(F_OFD_SETLK)", e)),
+                Err(e) => Err(self.io("fcntl(F_OFD_SETLK)", e.code)),
             }
         }
 
@@ -146,7 +146,7 @@ mod ofd {
         /// Whether some open file description holds the lock of the slot at byte `off`.
         pub(crate) fn is_held(&self, off: u64) -> Result<bool> {
             crate::sys::ofd_is_locked(self.file.as_fd(), off, 1)
-                .map_err(|e| self.io("fcntl(F_OFD_GETLK)", e))
+                .map_err(|e| self.io("fcntl(F_OFD_GETLK)", e.code))
         }
     }
 
@@ -165,7 +165,7 @@ mod ofd {
         /// alive across `exec` for as long as the new program keeps that descriptor open.
         pub(crate) fn keep_across_exec(&self) -> std::io::Result<RawFd> {
             crate::sys::set_cloexec(self.file.as_fd(), false)
-                .map_err(std::io::Error::from_raw_os_error)?;
+                .map_err(|e| std::io::Error::from_raw_os_error(e.code))?;
             Ok(self.file.as_raw_fd())
         }
     }

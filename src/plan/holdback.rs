@@ -27,7 +27,7 @@
 //! with each snapshot). When N+k is not guaranteed now (impossible, not proven, or scenarios
 //! not evaluated), nothing can be promised: everything is held back (`available = 0`).
 
-use super::failover::{for_each_scenario, Budget, ScenarioOutcome, Verdict};
+use super::failover::{for_each_scenario_spread, Budget, ScenarioOutcome, Verdict, SPREAD_HOSTS};
 use super::Fleet;
 use crate::units::NodeId;
 
@@ -163,57 +163,58 @@ pub fn holdback_indexed(
     let mut touched: Vec<usize> = Vec::new();
     let mut failed_host = vec![false; nh];
     let mut broken = false;
-    let (k, _, verdict) = for_each_scenario(fleet, k, budget, u64::MAX, |sc| {
-        let ScenarioOutcome::Guaranteed { witness, .. } = &sc.outcome else {
-            broken = true;
-            return;
-        };
-        for m in witness {
-            for p in &m.parts {
-                let i = p.node * nc + p.class;
-                if used[i] == 0 && p.bytes > 0 {
-                    touched.push(i);
+    let (k, _, verdict) =
+        for_each_scenario_spread(fleet, k, budget, u64::MAX, SPREAD_HOSTS, |sc| {
+            let ScenarioOutcome::Guaranteed { witness, .. } = &sc.outcome else {
+                broken = true;
+                return;
+            };
+            for m in witness {
+                for p in &m.parts {
+                    let i = p.node * nc + p.class;
+                    if used[i] == 0 && p.bytes > 0 {
+                        touched.push(i);
+                    }
+                    used[i] = used[i].saturating_add(p.bytes);
                 }
-                used[i] = used[i].saturating_add(p.bytes);
             }
-        }
-        for &i in &touched {
-            survive[i] = survive[i].max(used[i]);
-        }
-        for &h in &sc.failed {
-            failed_host[h] = true;
-        }
-        // The spare node: the best untouched survivor by static rank, or a touched one.
-        let is_touched = |n: usize| (0..nc).any(|c| used[n * nc + c] > 0);
-        let mut best: Option<(f64, usize)> = order
-            .iter()
-            .copied()
-            .find(|&n| !failed_host[fleet.nodes[n].host] && !is_touched(n))
-            .map(|n| (score(n, &used), n));
-        for &i in &touched {
-            let n = i / nc;
-            let s = score(n, &used);
-            if best.is_none_or(|(b, bn)| s > b || (s == b && n < bn)) {
-                best = Some((s, n));
+            for &i in &touched {
+                survive[i] = survive[i].max(used[i]);
             }
-        }
-        for &h in &sc.failed {
-            for c in 0..nc {
-                let left = best.map_or(0, |(_, m)| {
-                    free[m * nc + c].saturating_sub(used[m * nc + c])
-                });
-                let slot = &mut cap[h * nc + c];
-                *slot = (*slot).min(left);
+            for &h in &sc.failed {
+                failed_host[h] = true;
             }
-        }
-        for &h in &sc.failed {
-            failed_host[h] = false;
-        }
-        for &i in &touched {
-            used[i] = 0;
-        }
-        touched.clear();
-    });
+            // The spare node: the best untouched survivor by static rank, or a touched one.
+            let is_touched = |n: usize| (0..nc).any(|c| used[n * nc + c] > 0);
+            let mut best: Option<(f64, usize)> = order
+                .iter()
+                .copied()
+                .find(|&n| !failed_host[fleet.nodes[n].host] && !is_touched(n))
+                .map(|n| (score(n, &used), n));
+            for &i in &touched {
+                let n = i / nc;
+                let s = score(n, &used);
+                if best.is_none_or(|(b, bn)| s > b || (s == b && n < bn)) {
+                    best = Some((s, n));
+                }
+            }
+            for &h in &sc.failed {
+                for c in 0..nc {
+                    let left = best.map_or(0, |(_, m)| {
+                        free[m * nc + c].saturating_sub(used[m * nc + c])
+                    });
+                    let slot = &mut cap[h * nc + c];
+                    *slot = (*slot).min(left);
+                }
+            }
+            for &h in &sc.failed {
+                failed_host[h] = false;
+            }
+            for &i in &touched {
+                used[i] = 0;
+            }
+            touched.clear();
+        });
     let mut avail = vec![0u64; nn * nc];
     if verdict == Verdict::Guaranteed && !broken {
         for n in 0..nn {

@@ -159,8 +159,11 @@ pub struct ServiceStats {
     pub returned: u64,
     /// Bytes zeroed in the background, and the seconds it took.
     pub zeroed_bytes: u64,
-    /// Seconds spent zeroing.
+    /// Seconds spent zeroing (wall-clock).
     pub zero_seconds: f64,
+    /// CPU seconds the zeroing thread spent zeroing (at idle priority, wall-clock time also
+    /// counts the time other work ran instead).
+    pub zero_cpu_seconds: f64,
     /// Bytes made warm from nothing (refill), and the seconds it took.
     pub refilled_bytes: u64,
     /// Seconds spent refilling.
@@ -654,7 +657,9 @@ impl Inner {
 
     fn background(&self) {
         if let Err(e) = crate::sys::set_idle_priority() {
-            eprintln!("numapin serve: SCHED_IDLE refused (errno {e}); background work runs at normal priority");
+            eprintln!(
+                "numapin serve: SCHED_IDLE refused ({e}); background work runs at normal priority"
+            );
         }
         loop {
             self.collect_returns();
@@ -668,20 +673,30 @@ impl Inner {
     /// Marks handed-out chunks whose client is done (the file's lock dropped and no process
     /// holds or maps the file) as ready to be zeroed.
     fn collect_returns(&self) {
-        let mut chunks = self.chunks();
-        for c in chunks.iter_mut() {
-            if !matches!(c.state, State::Out) {
-                continue;
-            }
-            if crate::sys::ofd_is_locked(c.file.as_fd(), 0, 1).unwrap_or(true) {
-                continue;
-            }
-            if zero::held_elsewhere(c.file.as_fd()) {
+        // Probe the locks under the chunks' lock (cheap), scan /proc without it (slow: it must
+        // not hold up hand-outs).
+        let candidates: Vec<(i32, OwnedFd)> = {
+            let chunks = self.chunks();
+            chunks
+                .iter()
+                .filter(|c| matches!(c.state, State::Out))
+                .filter(|c| !crate::sys::ofd_is_locked(c.file.as_fd(), 0, 1).unwrap_or(true))
+                .filter_map(|c| c.file.try_clone().ok().map(|f| (c.file.as_raw_fd(), f)))
+                .collect()
+        };
+        for (raw, file) in candidates {
+            if zero::held_elsewhere(file.as_fd()) {
                 self.stat(|s| s.deferred += 1);
                 continue;
             }
-            c.state = State::Returned;
-            self.stat(|s| s.returned += 1);
+            let mut chunks = self.chunks();
+            if let Some(c) = chunks
+                .iter_mut()
+                .find(|c| c.file.as_raw_fd() == raw && matches!(c.state, State::Out))
+            {
+                c.state = State::Returned;
+                self.stat(|s| s.returned += 1);
+            }
         }
     }
 
@@ -714,9 +729,10 @@ impl Inner {
             let _ = crate::sys::set_affinity(&s);
         }
         match zeroed {
-            Some(Ok(secs)) => self.stat(|s| {
+            Some(Ok((secs, cpu))) => self.stat(|s| {
                 s.zeroed_bytes += p.chunk;
                 s.zero_seconds += secs;
+                s.zero_cpu_seconds += cpu;
             }),
             other => {
                 eprintln!(

@@ -156,10 +156,10 @@ impl AdoptBuilder {
         // Map: no MAP_NORESERVE, but every page already exists, so the hugetlb reservation
         // the kernel takes for a shared mapping covers pages the file holds (no pool change).
         let t_map = Instant::now();
-        let ptr = sys::mmap_shared(self.fd.as_fd(), len, false).map_err(|e| match e {
+        let ptr = sys::mmap_shared(self.fd.as_fd(), len, false).map_err(|e| match e.code {
             libc::ENOMEM if info.backing != FileBacking::Shmem => Error::Sys {
                 call: "mmap (hugetlb reservation for a file whose pages should all exist)",
-                source: std::io::Error::from_raw_os_error(e),
+                source: std::io::Error::from_raw_os_error(e.into()),
             },
             e => Error::sys("mmap", e),
         })?;
@@ -180,7 +180,7 @@ impl AdoptBuilder {
         let lock = match info.backing {
             FileBacking::Hugetlbfs(_) => LockKind::Hugetlb,
             FileBacking::Shmem if self.lock => {
-                sys::mlock2(map.ptr, len, true).map_err(|e| match e {
+                sys::mlock2(map.ptr, len, true).map_err(|e| match e.code {
                     libc::ENOMEM | libc::EAGAIN | libc::EPERM => Error::MemlockLimit {
                         requested: info.size,
                         limit: sys::memlock_limit(),

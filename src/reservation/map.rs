@@ -65,7 +65,7 @@ impl Drop for Mapping {
                 "numapin: munmap({:p}, {}) failed: {}; the region stays mapped (leaked)",
                 self.ptr,
                 self.len,
-                std::io::Error::from_raw_os_error(errno)
+                std::io::Error::from_raw_os_error(errno.into())
             );
         }
     }
@@ -168,7 +168,7 @@ fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -
         s.spawn(|| {
             if bind_at_map {
                 sys::set_mempolicy(libc::MPOL_BIND, Some(&mask))
-                    .map_err(|e| policy_error("set_mempolicy", e, nodes))?;
+                    .map_err(|e| policy_error("set_mempolicy", e.code, nodes))?;
             }
             f()
         })
@@ -186,7 +186,7 @@ fn map_shared(plan: &Plan) -> Result<Mapping> {
     let r = on_bound_thread(plan, || {
         sys::mmap_shared(fd, len, plan.noreserve)
             .map(|ptr| ptr.as_ptr() as usize)
-            .map_err(|e| match e {
+            .map_err(|e| match e.code {
                 libc::ENOMEM if plan.page_size.is_hugetlb() => pool_short_now(plan),
                 e => Error::sys("mmap", e),
             })
@@ -215,7 +215,7 @@ fn map(plan: &Plan) -> Result<Mapping> {
             let r = on_bound_thread(plan, || {
                 sys::mmap_anonymous(len, backing, plan.noreserve)
                     .map(|ptr| ptr.as_ptr() as usize)
-                    .map_err(|e| match e {
+                    .map_err(|e| match e.code {
                         libc::ENOMEM => pool_short_now(plan),
                         e => Error::sys("mmap", e),
                     })
@@ -270,14 +270,14 @@ pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
         flags,
     )
     .map_err(|e| {
-        if e == libc::EINVAL && plan.policy == MemPolicy::Preferred && plan.nodes.len() > 1 {
+        if e.code == libc::EINVAL && plan.policy == MemPolicy::Preferred && plan.nodes.len() > 1 {
             Error::Unsupported {
                 what: "MPOL_PREFERRED_MANY (Linux 5.15)",
                 kernel: sys::kernel_release(),
                 fix: "prefer a single node, or run a kernel >= 5.15",
             }
         } else {
-            policy_error("mbind", e, &plan.nodes)
+            policy_error("mbind", e.code, &plan.nodes)
         }
     })?;
 
@@ -289,7 +289,9 @@ pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
     match sys::madvise(map.ptr, len, libc::MADV_UNMERGEABLE) {
         Ok(()) => {}
         // A kernel without CONFIG_KSM refuses the advice; then nothing can merge anyway.
-        Err(libc::EINVAL) => notes.push("kernel has no KSM: MADV_UNMERGEABLE skipped".into()),
+        Err(e) if e.code == libc::EINVAL => {
+            notes.push("kernel has no KSM: MADV_UNMERGEABLE skipped".into())
+        }
         Err(e) => return Err(Error::sys("madvise(MADV_UNMERGEABLE)", e)),
     }
     if plan.page_size == PageSize::Transparent {
@@ -301,13 +303,14 @@ pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
         // with huge pages the caller did not ask for (and the report would be wrong).
         match sys::madvise(map.ptr, len, libc::MADV_NOHUGEPAGE) {
             // A kernel without THP refuses the advice; then no huge page can appear anyway.
-            Ok(()) | Err(libc::EINVAL) => {}
+            Ok(()) => {}
+            Err(e) if e.code == libc::EINVAL => {}
             Err(e) => return Err(Error::sys("madvise(MADV_NOHUGEPAGE)", e)),
         }
     }
 
     if plan.lock == LockKind::Mlock {
-        sys::mlock2(map.ptr, len, true).map_err(|e| match e {
+        sys::mlock2(map.ptr, len, true).map_err(|e| match e.code {
             libc::ENOMEM | libc::EAGAIN | libc::EPERM => Error::MemlockLimit {
                 requested: plan.size,
                 limit: sys::memlock_limit(),

@@ -62,7 +62,7 @@ pub(super) fn populate_and_verify(
     let (outcome, r) = populate::run(&work, |addr, _, l| {
         // Relaxed: a cancel request only needs to be seen eventually; `done` is a statistic.
         if progress.cancel.load(Ordering::Relaxed) {
-            return Err(libc::ECANCELED);
+            return Err(crate::sys::Errno::new("populate", libc::ECANCELED));
         }
         populate::populate_write(addr, l)?;
         progress.done.fetch_add(l as u64, Ordering::Relaxed);
@@ -73,10 +73,10 @@ pub(super) fn populate_and_verify(
         notes.push(format!(
             "could not pin workers to cpus {}: {}",
             format_cpulist(&plan.cpus),
-            std::io::Error::from_raw_os_error(e)
+            std::io::Error::from_raw_os_error(e.into())
         ));
     }
-    r.map_err(|c| match c.errno {
+    r.map_err(|c| match c.errno.code {
         libc::ECANCELED => Error::PopulationCancelled,
         libc::EINVAL if plan.page_size.is_hugetlb() => {
             Error::sys("madvise(MADV_POPULATE_WRITE)", c.errno)

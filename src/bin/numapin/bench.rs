@@ -10,6 +10,7 @@ use numapin::format_bytes;
 
 use crate::CliError;
 
+mod pool_rows;
 mod svg;
 
 /// Arguments of `numapin bench`.
@@ -35,6 +36,12 @@ pub struct Args {
     /// Repetitions of each side-by-side measurement (default 9, 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
+    /// Only the warm-pool rows (`warm_time_to_ready`, `failover_restart`, `rezero_vs_memset`).
+    #[arg(long, conflicts_with = "no_pool")]
+    only_pool: bool,
+    /// Skip the warm-pool rows (they start a `numapin serve` child and need 4 GiB of 2M pages).
+    #[arg(long)]
+    no_pool: bool,
     /// Internal: the adopting process of the `adopt_vs_populate` row (connects to SOCKET,
     /// adopts every memfd it receives, answers the seconds each took).
     #[arg(long, hide = true, value_name = "SOCKET")]
@@ -49,6 +56,42 @@ fn say(msg: &str) {
 pub fn run(a: &Args) -> Result<(), CliError> {
     if let Some(sock) = &a.adopt_child {
         return Ok(numapin::bench::adopt_child(sock)?);
+    }
+    let pool_reps = a.reps.unwrap_or(if a.quick { 3 } else { 5 }).max(1);
+    let pool_threads = a
+        .threads
+        .unwrap_or_else(|| numapin::process::affinity().map_or(1, |c| c.len().max(1)));
+    if a.only_pool {
+        let rows = pool_rows::pool_rows(a.size, pool_threads, pool_reps)?;
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            let results: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "metric": r.metric, "numapin": finite(r.numapin), "baseline": finite(r.baseline),
+                        "unit": r.unit, "ratio": finite(r.ratio), "goal": r.goal, "note": r.note,
+                    })
+                })
+                .collect();
+            writeln!(out, "{}", serde_json::to_string_pretty(&results)?)?;
+        } else {
+            for r in &rows {
+                let goal = r.goal.map_or_else(String::new, |g| format!("≥{g}"));
+                writeln!(
+                    out,
+                    "{:<26} {:>12} {:>12} {:<10} {:>8.2} {:>6}\n  {}",
+                    r.metric,
+                    fmt_num(r.numapin),
+                    fmt_num(r.baseline),
+                    r.unit,
+                    r.ratio,
+                    goal,
+                    r.note
+                )?;
+            }
+        }
+        return Ok(());
     }
     let cfg = Config {
         size: a.size,
@@ -67,7 +110,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
         return Err(e.into());
     }
-    let report = numapin::bench::run(&cfg, &mut say)?;
+    let mut report = numapin::bench::run(&cfg, &mut say)?;
+    // Warm pools (`numapin serve`): time to ready, a failover's restarts, re-zeroing.
+    if !a.no_pool {
+        report
+            .rows
+            .extend(pool_rows::pool_rows(a.size, pool_threads, pool_reps)?);
+    }
     if let Some(dir) = &a.plots {
         plots(dir, &report)?;
     }

@@ -29,10 +29,16 @@ pub fn snapshots_from_prometheus(
         // Prometheus answers bad queries with 400 and a JSON error: show it.
         Err(ureq::Error::Status(_, r)) => read_body(r, &endpoint)?,
         Err(e) => {
+            let what = match e {
+                ureq::Error::Transport(t) => t.to_string(),
+                other => other.to_string(),
+            };
             return Err(CliError::Http {
-                url: endpoint,
-                what: e.to_string(),
-            })
+                url: url.to_string(),
+                what: format!(
+                    "{what}; is Prometheus running there? --prometheus takes the server's base URL, e.g. http://prometheus:9090"
+                ),
+            });
         }
     };
     let samples = prometheus::samples_from_query_json(&body)?;

@@ -7,6 +7,10 @@ use super::{
 };
 use crate::plan::{Fleet, Target};
 
+/// Over how many hosts the hold-back's placements deal a failed host's VMs round-robin (the
+/// N+k check itself packs them first-fit from the next host, which composes best).
+pub const SPREAD_HOSTS: usize = 8;
+
 /// Precomputed orders and scratch space shared by the scenarios of one check.
 pub(super) struct Checker<'a> {
     pub(super) fleet: &'a Fleet,
@@ -197,11 +201,12 @@ impl<'a> Checker<'a> {
         result.unwrap_or(ScenarioOutcome::NotProven { steps: 0 })
     }
 
-    /// Places the VMs of host `failed` alone (largest first), first-fit over the other hosts in
-    /// circular order from the one after it, and returns the placement (`None` when some VM
-    /// fits nowhere). Different hosts' placements land on different hosts where capacity
-    /// allows, so they can be combined for multi-host scenarios.
-    pub(super) fn spread_witness(&mut self, failed: usize) -> Option<Vec<Move>> {
+    /// Places the VMs of host `failed` alone (largest first), each first-fit over the other
+    /// hosts in circular order, VM `i` starting at the `(i mod spread) + 1`-th host after the
+    /// failed one (`spread` 1: plain first-fit from the next host), and returns the placement (`None` when some VM fits nowhere). Different
+    /// hosts' placements mostly land on different hosts, thinly, so they can be combined for
+    /// multi-host scenarios.
+    pub(super) fn spread_witness(&mut self, failed: usize, spread: usize) -> Option<Vec<Move>> {
         let fleet = self.fleet;
         let nc = self.nc;
         let nh = fleet.hosts.len();
@@ -214,9 +219,13 @@ impl<'a> Checker<'a> {
         });
         let mut assign = Vec::with_capacity(items.len());
         let mut ok = true;
-        'vm: for &v in &items {
+        // With spread > 1 the VMs are dealt round-robin over a few hosts, each taking a thin
+        // slice of each, which leaves room on every node for new VMs (the hold-back).
+        let window = nh.saturating_sub(1).clamp(1, spread.max(1));
+        'vm: for (i, &v) in items.iter().enumerate() {
             let vm = &fleet.vms[v];
-            for step in 1..nh {
+            for j in 0..nh.saturating_sub(1) {
+                let step = 1 + (i % window + j) % (nh - 1);
                 let h = (failed + step) % nh;
                 if !(0..nc).all(|c| self.slack[h * nc + c] >= vm.demand[c]) {
                     continue;

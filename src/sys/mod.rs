@@ -7,13 +7,56 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-/// An errno value.
-pub type Errno = i32;
+mod ledger;
+pub use ledger::*;
 
-fn last_errno() -> Errno {
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+/// A failed system call: its name and the errno it returned. Callers decode the errnos they
+/// understand into [`crate::Error`] variants, and the rest become [`crate::Error::Sys`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno {
+    /// The call (`mmap`, `mbind`, ...).
+    pub call: &'static str,
+    /// The errno.
+    pub code: i32,
+}
+
+impl Errno {
+    /// `code` from `call`.
+    pub fn new(call: &'static str, code: i32) -> Errno {
+        Errno { call, code }
+    }
+
+    /// The calling thread's errno, from `call`.
+    fn last(call: &'static str) -> Errno {
+        Errno::new(
+            call,
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    }
+
+    /// Whether the errno is one of `codes`.
+    pub fn is(&self, codes: &[i32]) -> bool {
+        codes.contains(&self.code)
+    }
+}
+
+impl From<Errno> for i32 {
+    fn from(e: Errno) -> i32 {
+        e.code
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.call,
+            io::Error::from_raw_os_error(self.code)
+        )
+    }
 }
 
 // Flags from <linux/mempolicy.h> that the libc crate does not carry (values, not syscall
@@ -75,9 +118,9 @@ pub fn mmap_anonymous(len: usize, backing: Backing, noreserve: bool) -> Result<N
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(last_errno());
+        return Err(Errno::last("mmap"));
     }
-    NonNull::new(p.cast()).ok_or(libc::EFAULT)
+    NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))
 }
 
 /// Unmaps `[addr, addr + len)`.
@@ -90,7 +133,7 @@ pub unsafe fn munmap(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
     if unsafe { libc::munmap(addr.as_ptr().cast(), len) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("munmap"))
     }
 }
 
@@ -117,14 +160,14 @@ pub fn madvise(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> 
         libc::MADV_COLLAPSE,
     ];
     if !SAFE.contains(&advice) {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("madvise", libc::EINVAL));
     }
     // SAFETY: every advice in SAFE either only changes kernel bookkeeping of the range or
     // faults pages in, which never alters bytes already visible to the program.
     if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("madvise"))
     }
 }
 
@@ -139,7 +182,7 @@ pub unsafe fn madvise_discard(addr: NonNull<u8>, len: usize, advice: i32) -> Res
     if unsafe { libc::madvise(addr.as_ptr().cast(), len, advice) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("madvise"))
     }
 }
 
@@ -157,7 +200,7 @@ pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<O
     // kernel returns a new descriptor that nothing else owns.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if fd < 0 {
-        return Err(last_errno());
+        return Err(Errno::last("memfd_create"));
     }
     // SAFETY: `fd` was just returned by memfd_create, is open, and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -165,12 +208,12 @@ pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<O
 
 /// Sets the length of a file (`ftruncate`).
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
-    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::new("ftruncate", libc::EFBIG))?;
     // SAFETY: ftruncate on a descriptor the borrow keeps open; no memory is passed.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("ftruncate"))
     }
 }
 
@@ -196,9 +239,9 @@ pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<No
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(last_errno());
+        return Err(Errno::last("mmap"));
     }
-    NonNull::new(p.cast()).ok_or(libc::EFAULT)
+    NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))
 }
 
 /// Frees the file blocks of `[offset, offset + len)` (`fallocate(FALLOC_FL_PUNCH_HOLE |
@@ -210,8 +253,8 @@ pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<No
 /// its contents.
 #[doc(alias = "fallocate")]
 pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
-    let off = libc::off_t::try_from(offset).map_err(|_| libc::EFBIG)?;
-    let l = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    let off = libc::off_t::try_from(offset).map_err(|_| Errno::new("fallocate", libc::EFBIG))?;
+    let l = libc::off_t::try_from(len).map_err(|_| Errno::new("fallocate", libc::EFBIG))?;
     // SAFETY: fallocate takes no memory from us; the caller guarantees that discarding the
     // range's contents invalidates nothing Rust relies on.
     let r = unsafe {
@@ -225,7 +268,7 @@ pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("fallocate"))
     }
 }
 
@@ -233,7 +276,7 @@ pub unsafe fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()
 /// in `out` (bit 0 set = resident). `out` must hold `len.div_ceil(page_size())` bytes.
 pub fn mincore(addr: NonNull<u8>, len: usize, out: &mut [u8]) -> Result<(), Errno> {
     if out.len() < len.div_ceil(page_size()) {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("mincore", libc::EINVAL));
     }
     // SAFETY: the kernel writes one byte per base page of the range into `out`, which we
     // checked is long enough; it only reads page tables of the range (ENOMEM if unmapped).
@@ -241,7 +284,7 @@ pub fn mincore(addr: NonNull<u8>, len: usize, out: &mut [u8]) -> Result<(), Errn
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mincore"))
     }
 }
 
@@ -295,7 +338,7 @@ pub fn mbind(
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mbind"))
     }
 }
 
@@ -311,7 +354,7 @@ pub fn set_mempolicy(mode: i32, mask: Option<&NodeMask>) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("set_mempolicy"))
     }
 }
 
@@ -321,7 +364,7 @@ pub fn set_mempolicy(mode: i32, mask: Option<&NodeMask>) -> Result<(), Errno> {
 #[doc(alias = "move_pages")]
 pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errno> {
     if pages.len() != out.len() {
-        return Err(libc::EINVAL);
+        return Err(Errno::new("move_pages", libc::EINVAL));
     }
     if pages.is_empty() {
         return Ok(());
@@ -340,7 +383,7 @@ pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errn
         )
     };
     if r < 0 {
-        Err(last_errno())
+        Err(Errno::last("move_pages"))
     } else {
         Ok(())
     }
@@ -353,7 +396,9 @@ pub fn query_page_nodes(pages: &[*const u8], out: &mut [i32]) -> Result<(), Errn
 #[doc(alias = "mmap")]
 pub fn mmap_thp_aligned(len: usize, noreserve: bool) -> Result<NonNull<u8>, Errno> {
     const HUGE: usize = 2 << 20;
-    let over = len.checked_add(HUGE).ok_or(libc::ENOMEM)?;
+    let over = len
+        .checked_add(HUGE)
+        .ok_or(Errno::new("mmap", libc::ENOMEM))?;
     let raw = mmap_anonymous(over, Backing::Base, noreserve)?;
     let start = raw.as_ptr() as usize;
     let aligned = start.next_multiple_of(HUGE);
@@ -389,7 +434,7 @@ pub fn mmap_thp_aligned(len: usize, noreserve: bool) -> Result<NonNull<u8>, Errn
 pub fn madvise_retry(addr: NonNull<u8>, len: usize, advice: i32) -> Result<(), Errno> {
     loop {
         match madvise(addr, len, advice) {
-            Err(libc::EINTR) | Err(libc::EAGAIN) => continue,
+            Err(e) if e.is(&[libc::EINTR, libc::EAGAIN]) => continue,
             other => return other,
         }
     }
@@ -403,7 +448,7 @@ pub fn mlock2(addr: NonNull<u8>, len: usize, on_fault: bool) -> Result<(), Errno
     if unsafe { libc::mlock2(addr.as_ptr().cast(), len, flags) } == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("mlock2"))
     }
 }
 
@@ -440,13 +485,14 @@ pub fn set_affinity(cpus: &[u32]) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("sched_setaffinity"))
     }
 }
 
 /// Moves the calling thread to the idle scheduling class (`SCHED_IDLE`): it runs only when no
 /// other thread wants the CPU. Threads it creates afterwards inherit the class.
 #[doc(alias = "sched_setscheduler")]
+#[cfg(feature = "pool")]
 pub fn set_idle_priority() -> Result<(), Errno> {
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: `p` is a valid sched_param for the call; pid 0 is the calling thread.
@@ -454,7 +500,7 @@ pub fn set_idle_priority() -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(last_errno())
+        Err(Errno::last("sched_setscheduler"))
     }
 }
 
@@ -466,7 +512,7 @@ pub fn affinity() -> Result<Vec<u32>, Errno> {
     // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
     let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if r != 0 {
-        return Err(last_errno());
+        return Err(Errno::last("sched_getaffinity"));
     }
     Ok((0..libc::CPU_SETSIZE as u32)
         // SAFETY: every index is below CPU_SETSIZE, so the bit lies inside `set`.
@@ -533,6 +579,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_name_the_call_and_slices_of_different_lengths_are_refused() {
+        let x = 0u8;
+        let mut out = [0i32; 2];
+        let e = query_page_nodes(&[&x as *const u8], &mut out).unwrap_err();
+        assert_eq!(e, Errno::new("move_pages", libc::EINVAL));
+        assert!(e.to_string().starts_with("move_pages: "), "{e}");
+        assert!(e.is(&[libc::EINVAL]));
+        assert_eq!(i32::from(e), libc::EINVAL);
+    }
+
+    #[test]
     fn node_mask_bits() {
         let m = NodeMask::new(&[0, 3, 64]);
         assert_eq!(m.words.len(), 2);
@@ -544,7 +601,10 @@ mod tests {
     #[test]
     fn destructive_advice_is_refused() {
         let p = mmap_anonymous(4096, Backing::Base, false).unwrap();
-        assert_eq!(madvise(p, 4096, libc::MADV_DONTNEED), Err(libc::EINVAL));
+        assert_eq!(
+            madvise(p, 4096, libc::MADV_DONTNEED),
+            Err(Errno::new("madvise", libc::EINVAL))
+        );
         // SAFETY: the mapping was made above and nothing refers to it.
         unsafe { munmap(p, 4096).unwrap() };
     }
@@ -554,190 +614,4 @@ mod tests {
         assert!(!affinity().unwrap().is_empty());
         assert!(current_cpu().is_some());
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shared memory for the ledger: a mapping viewed as atomic words, and process identity.
-
-/// A read-write `MAP_SHARED` mapping (of a file, or anonymous) viewed as atomic words.
-///
-/// Type invariant: `ptr` is the page-aligned start of a live mapping of exactly `len` bytes,
-/// readable and writable, owned by this value and unmapped only in `Drop`. Every byte of it is
-/// initialised (file pages and anonymous pages read as zero until written). numapin accesses
-/// each byte only through atomics of one width, as the ledger layout assigns it.
-#[derive(Debug)]
-pub struct SharedRegion {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the region is plain shared memory that is only accessed through atomic types (see the
-// type invariant); the raw pointer carries no thread affinity.
-unsafe impl Send for SharedRegion {}
-// SAFETY: as for Send: `&SharedRegion` only hands out `&AtomicU64`.
-unsafe impl Sync for SharedRegion {}
-
-impl SharedRegion {
-    /// Maps the first `len` bytes of `file` shared, read-write. The file must be at least `len`
-    /// bytes long (the caller checks with `fstat`): touching a page past its end raises SIGBUS.
-    #[doc(alias = "mmap")]
-    pub fn map_file(file: &std::fs::File, len: usize) -> Result<SharedRegion, Errno> {
-        use std::os::fd::AsRawFd;
-        Self::map(len, file.as_raw_fd(), libc::MAP_SHARED)
-    }
-
-    fn map(len: usize, fd: i32, flags: i32) -> Result<SharedRegion, Errno> {
-        if len == 0 {
-            return Err(libc::EINVAL);
-        }
-        // SAFETY: a new mapping at an address of the kernel's choosing (no MAP_FIXED) cannot
-        // alias any existing Rust object; `fd` is either -1 (anonymous) or an open descriptor
-        // borrowed for the duration of the call.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last_errno());
-        }
-        let ptr = NonNull::new(p.cast()).ok_or(libc::EFAULT)?;
-        Ok(SharedRegion { ptr, len })
-    }
-
-    /// Length of the mapping in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The 8-byte word at byte offset `off`, or `None` if `off` is not 8-aligned or the word
-    /// does not lie inside the mapping.
-    #[inline]
-    pub fn u64_at(&self, off: usize) -> Option<&std::sync::atomic::AtomicU64> {
-        if off % 8 != 0 || off.checked_add(8)? > self.len {
-            return None;
-        }
-        // SAFETY:
-        // - in bounds: `off + 8 <= len` was checked above, and the mapping is `len` bytes long
-        //   and lives as long as `&self` (type invariant);
-        // - aligned: the base is page-aligned and `off` is a multiple of 8;
-        // - `AtomicU64` has the size and bit validity of `u64`, every bit pattern is valid, and
-        //   the bytes are initialised (type invariant);
-        // - all accesses numapin makes to these bytes are atomic (type invariant), so creating a
-        //   shared reference to an atomic over them does not race with non-atomic accesses.
-        Some(unsafe {
-            &*self
-                .ptr
-                .as_ptr()
-                .add(off)
-                .cast::<std::sync::atomic::AtomicU64>()
-        })
-    }
-}
-
-impl Drop for SharedRegion {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is owned by this value (type invariant) and every reference handed
-        // out borrows `self`, so none outlives this call.
-        // A failing munmap (impossible for a range we mapped) would only leak address space: the
-        // region holds accounting words, not guest memory, so ignoring the error is safe.
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
-}
-
-/// One process's identity as the kernel shows it in `/proc/PID/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    /// The state letter (`R`, `S`, `D`, `T`, `t`, `Z`, `X`, ...).
-    pub state: char,
-    /// Field 22, `starttime`: clock ticks after boot at which the process started.
-    pub start_time: u64,
-}
-
-/// Parses the content of `/proc/PID/stat` (the command name may contain spaces and
-/// parentheses: fields are counted after the last `)`).
-pub fn parse_proc_stat(s: &str) -> Option<ProcStat> {
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut it = rest.split_ascii_whitespace();
-    // After the comm (field 2) come field 3 (state) ... field 22 (starttime).
-    let state = it.next()?.chars().next()?;
-    let start_time = it.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
-}
-
-/// Reads `/proc/PID/stat`; `Ok(None)` when there is no such process.
-pub fn proc_stat(pid: u32) -> io::Result<Option<ProcStat>> {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => parse_proc_stat(&s)
-            .map(Some)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/PID/stat")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        // ESRCH: the process went away between open and read.
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// The inode of this process's pid namespace (`/proc/self/ns/pid`), or 0 if unreadable.
-pub fn pid_namespace() -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| m.ino())
-        .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Open-file-description locks: the ledger's liveness beacons.
-
-fn ofd_flock(kind: i32, start: u64, len: u64) -> Result<libc::flock, Errno> {
-    // SAFETY: `flock` is a plain C struct of integers (plus padding on some architectures), for
-    // which all-zero bytes are a valid value.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = libc::off_t::try_from(start).map_err(|_| libc::EINVAL)?;
-    fl.l_len = libc::off_t::try_from(len).map_err(|_| libc::EINVAL)?;
-    Ok(fl)
-}
-
-/// Takes (`lock`) or drops a write lock on bytes `start..start + len` of the file, owned by
-/// the open file description `fd` refers to (`F_OFD_SETLK`: never waits). `Ok(false)` when
-/// another open file description holds a conflicting lock. The kernel drops the lock when the
-/// last descriptor of that open file description is closed, which a process's exit does.
-#[doc(alias = "F_OFD_SETLK")]
-pub fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64, lock: bool) -> Result<bool, Errno> {
-    let kind = if lock { libc::F_WRLCK } else { libc::F_UNLCK };
-    let fl = ofd_flock(kind, start, len)?;
-    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
-        Ok(_) => Ok(true),
-        Err(e) if e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EACCES => Ok(false),
-        Err(e) => Err(e as Errno),
-    }
-}
-
-/// Whether an open file description other than `fd`'s holds a lock on any byte of
-/// `start..start + len` (`F_OFD_GETLK`: only asks, never waits, takes nothing).
-#[doc(alias = "F_OFD_GETLK")]
-pub fn ofd_is_locked(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<bool, Errno> {
-    let mut fl = ofd_flock(libc::F_WRLCK, start, len)?;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(|e| e as Errno)?;
-    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
-}
-
-/// Clears or sets `FD_CLOEXEC` on `fd` (`F_SETFD`).
-#[doc(alias = "F_SETFD")]
-pub fn set_cloexec(fd: BorrowedFd<'_>, cloexec: bool) -> Result<(), Errno> {
-    let flags = if cloexec {
-        nix::fcntl::FdFlag::FD_CLOEXEC
-    } else {
-        nix::fcntl::FdFlag::empty()
-    };
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))
-        .map(|_| ())
-        .map_err(|e| e as Errno)
 }
