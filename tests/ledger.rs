@@ -516,3 +516,32 @@ fn a_total_past_the_counter_width_is_a_refusal() {
     }
     assert_eq!(l.classes().unwrap()[0].reserved_bytes, 3 * pib);
 }
+
+/// What claiming a record costs next to the charge fast path (a measurement, not a check:
+/// `cargo test --release --test ledger claim_cost -- --ignored --nocapture`; figures in
+/// docs/ledger.md, "Performance").
+#[test]
+#[ignore]
+fn claim_cost() {
+    let l = Arc::new(Ledger::in_memory(&[ClassSpec::new(NodeId(0), 4096, 1 << 40)], 64).unwrap());
+    for round in 0..3 {
+        let n = 20_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let mut v = l.vm("x").unwrap();
+            v.try_charge(NodeId(0), 4096, 1 << 20).unwrap();
+        }
+        let claim = t.elapsed().as_nanos() as f64 / f64::from(n);
+        let mut v = l.vm("y").unwrap();
+        let m = 5_000_000;
+        let t = std::time::Instant::now();
+        for _ in 0..m {
+            v.try_charge_class(0, 2 << 20).unwrap();
+            v.release_class(0, 2 << 20).unwrap();
+        }
+        let fast = t.elapsed().as_nanos() as f64 / f64::from(m);
+        println!(
+            "round {round}: claim+charge+release+free {claim:.0} ns; charge+release {fast:.1} ns"
+        );
+    }
+}
