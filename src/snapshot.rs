@@ -131,6 +131,11 @@ pub struct VmReservation {
     pub bytes: u64,
 }
 
+/// The name of the ledger records holding warm memory (`numapin serve`): memory kept zeroed and
+/// ready to hand out, which the planner counts as free (it is there for whoever needs it,
+/// failover included), not as a VM.
+pub const WARM_VM_NAME: &str = "numapin-serve:warm";
+
 /// The margin of the right-size rule over the guest's peak: 25% (250,000 parts per million).
 ///
 /// One rule serves `numapin status` (its hint and the `numapin_vm_right_size_bytes` metric) and

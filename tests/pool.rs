@@ -476,3 +476,90 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn the_planner_counts_warm_memory_as_free() {
+    use numapin::snapshot::{Snapshot, VmReservation, VmSnapshot};
+    let read = |f: &str| -> Snapshot {
+        serde_json::from_str(&std::fs::read_to_string(format!("tests/data/plan/{f}")).unwrap())
+            .unwrap()
+    };
+    let plain: Vec<Snapshot> = ["rack-a.json", "rack-b.json", "rack-c.json"]
+        .map(read)
+        .into();
+    // rack-a with 4 GiB of its free 2M memory on node 0 held warm by `numapin serve`.
+    let mut warm = plain.clone();
+    let n0 = &mut warm[0].nodes[0];
+    let c = n0
+        .classes
+        .iter_mut()
+        .find(|c| c.page_size_bytes == 2 * MIB)
+        .unwrap();
+    c.reserved_bytes += 4 << 30;
+    c.available_bytes -= 4 << 30;
+    let node = n0.id;
+    warm[0].vms.push(VmSnapshot {
+        name: numapin::pool::WARM_NAME.into(),
+        pid: 1,
+        reservations: vec![VmReservation {
+            node,
+            page_size_bytes: 2 * MIB,
+            bytes: 4 << 30,
+        }],
+        ..VmSnapshot::default()
+    });
+    let a = numapin::plan::Fleet::from_snapshots(&plain).unwrap();
+    let b = numapin::plan::Fleet::from_snapshots(&warm).unwrap();
+    assert_eq!(a, b, "warm memory must plan exactly like free memory");
+}
+
+#[test]
+fn the_failover_hold_back_sets_the_warm_pools() {
+    let exe = env!("CARGO_BIN_EXE_numapin");
+    let plan = Command::new(exe)
+        .args(["plan", "--holdback", "--json"])
+        .args(["rack-a.json", "rack-b.json", "rack-c.json"].map(|f| format!("tests/data/plan/{f}")))
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let file = TempPath::new("plan.json");
+    std::fs::write(&file.0, &plan.stdout).unwrap();
+    let pools = |host: &str, chunk: &str| {
+        let out = Command::new(exe)
+            .args([
+                "serve",
+                "--dry-run",
+                "--holdback-chunk",
+                chunk,
+                "--holdback",
+            ])
+            .arg(&file.0)
+            .env("NUMAPIN_HOSTNAME", host)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // rack-a holds back 4 GiB of 4K on node 0 and 4 GiB of 2M on nodes 0 and 1 (docs/pool.md).
+    assert_eq!(
+        pools("rack-a", "512MiB").0,
+        "node 0 4k 8x512 MiB\nnode 0 2m 8x512 MiB\nnode 1 2m 8x512 MiB\n"
+    );
+    // rack-c: 40 GiB of 2M and 16 GiB of 1G on node 0; its 2 GiB of 4K per node is less than
+    // one chunk and stays cold.
+    assert_eq!(
+        pools("rack-c", "4GiB").0,
+        "node 0 2m 10x4 GiB\nnode 0 1g 4x4 GiB\n"
+    );
+    let (out, err) = pools("elsewhere", "512MiB");
+    assert!(
+        out.is_empty() && err.contains("no hold-back for host \"elsewhere\""),
+        "{err}"
+    );
+}

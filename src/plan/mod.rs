@@ -211,6 +211,8 @@ impl Fleet {
     /// `reserved_bytes > limit_bytes`; `available_bytes != limit_bytes - reserved_bytes`; a VM
     /// charges a node or class the host does not list; the VM charges of a (node, class) do not
     /// sum to its `reserved_bytes`; a VM marked `single_node` has charges on several nodes.
+    /// Records of warm memory ([`crate::snapshot::WARM_VM_NAME`]) are not VMs: their bytes
+    /// count as free.
     /// [`Error::DuplicateHost`] when two snapshots are of one host: the same (`host_id`,
     /// `host`), or, for snapshots without `host_id`, the same name and identical contents (one
     /// file given twice).
@@ -336,6 +338,7 @@ impl Fleet {
             });
             // Charges must add up to the node totals.
             let mut charged = vec![0u64; node_count * nc];
+            let mut warm: Vec<(usize, usize, u64)> = Vec::new();
             for (v, vm) in s.vms.iter().enumerate() {
                 let mut out = Vm {
                     name: vm.name.clone(),
@@ -402,6 +405,12 @@ impl Fleet {
                     Some(b) => b,
                     None => on.len() <= 1,
                 };
+                if vm.name == crate::snapshot::WARM_VM_NAME {
+                    // Warm memory of `numapin serve`: zeroed and ready for whoever needs it
+                    // (it is how failover capacity is kept ready), so free for the planner.
+                    warm.extend(out.charges);
+                    continue;
+                }
                 fleet.vms.push(out);
             }
             for (i, n) in s.nodes.iter().enumerate() {
@@ -424,6 +433,10 @@ impl Fleet {
                         ));
                     }
                 }
+            }
+            for (n, k, bytes) in warm {
+                let r = &mut fleet.nodes[n].reserved[k];
+                *r = r.saturating_sub(bytes);
             }
         }
         Ok(fleet)

@@ -27,6 +27,7 @@
 //! See `docs/pool.md`.
 
 mod client;
+mod holdback;
 mod protocol;
 mod service;
 mod zero;
@@ -34,14 +35,16 @@ mod zero;
 use std::path::PathBuf;
 
 pub use client::{PoolClient, Served};
+pub use holdback::pools_from_holdback;
 pub use protocol::{
     Grant, Refusal, RefusalKind, Request, Response, Source, MAX_MESSAGE, PROTOCOL_VERSION,
 };
 pub use service::{PoolTarget, Service, ServiceConfig, ServiceStats};
 pub use zero::{memset_gib_per_s, zero_file};
 
-/// The ledger name of the records that hold warm memory (charged to the service).
-pub const WARM_NAME: &str = "numapin-serve:warm";
+/// The ledger name of the records that hold warm memory (charged to the service; the planner
+/// counts it as free, see [`crate::snapshot::WARM_VM_NAME`]).
+pub const WARM_NAME: &str = crate::snapshot::WARM_VM_NAME;
 
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/numapin/serve.sock";

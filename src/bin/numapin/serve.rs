@@ -31,6 +31,16 @@ pub struct Args {
     /// or the output of `numapin plan --holdback --json` (see docs/pool.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Keep this host's N+k failover hold-back warm: the JSON of `numapin plan --holdback
+    /// --json`; per node and class of this host, hold-back / --holdback-chunk files.
+    #[arg(long, value_name = "PLAN.json")]
+    holdback: Option<PathBuf>,
+    /// The file size of the pools made from --holdback (raised to the class's page size).
+    #[arg(long, value_parser = numapin::parse_size, default_value = "512MiB", requires = "holdback")]
+    holdback_chunk: u64,
+    /// Print the pools (from --pool, --config and --holdback) and exit without serving.
+    #[arg(long)]
+    dry_run: bool,
     /// Write the service's statistics (JSON) to this file every second.
     #[arg(long)]
     stats_file: Option<PathBuf>,
@@ -75,11 +85,26 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     cfg.pools = a.pools.clone();
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path)?;
-        let c: ConfigFile = serde_json::from_str(&text).map_err(|e| CliError::Output {
-            path: path.clone(),
-            what: format!("not a pool configuration: {e}"),
+        let c: ConfigFile = serde_json::from_str(&text).map_err(|e| {
+            CliError::Numapin(numapin::Error::InvalidConfig(format!(
+                "{}: not a pool configuration: {e}",
+                path.display()
+            )))
         })?;
         cfg.pools.extend(c.pools);
+    }
+    if let Some(path) = &a.holdback {
+        let text = std::fs::read_to_string(path)?;
+        let plan: serde_json::Value = serde_json::from_str(&text)?;
+        let me = numapin::snapshot::HostIdentity::this_host();
+        let pools =
+            numapin::pool::pools_from_holdback(&plan, &me, a.holdback_chunk).map_err(|what| {
+                CliError::Numapin(numapin::Error::InvalidConfig(format!(
+                    "{}: {what}",
+                    path.display()
+                )))
+            })?;
+        cfg.pools.extend(pools);
     }
     let pools: Vec<String> = cfg
         .pools
@@ -94,6 +119,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             )
         })
         .collect();
+    if a.dry_run {
+        for p in &pools {
+            println!("{p}");
+        }
+        return Ok(());
+    }
     let service = Service::bind(cfg)?;
     eprintln!(
         "numapin serve: listening on {} (ledger {}), pools: {}",
