@@ -572,9 +572,9 @@ fn a_ledger_of_the_wrong_shape_is_a_matchable_error() {
             page_size_bytes: 8192
         })
     ));
-    let e = Ledger::in_memory(&[c2, c2], 8)
-        .err()
-        .expect("a class given twice is refused");
+    let Err(e) = Ledger::in_memory(&[c2, c2], 8) else {
+        panic!("a class given twice is refused")
+    };
     assert!(
         matches!(e, Error::LedgerClassTwice { node: NodeId(0), page_size_bytes } if page_size_bytes == 2 << 20),
         "{e:?}"
