@@ -62,8 +62,8 @@ pub mod vmm;
 pub use error::{Error, PolicyDenial, Result, TrustProblem};
 pub use ledger::{ClassSpec, Ledger, LedgerConfig, VmRecord};
 pub use reservation::{
-    AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation, Plan,
-    PopulateProgress, Report, Reservation, ReservationBuilder,
+    AdoptBuilder, FaultGuarantee, HostFacts, LockKind, MemPolicy, PendingReservation,
+    PopulateProgress, Report, Reservation, ReservationBuilder, ReservationPlan,
 };
 pub use topology::{HugepagePool, NumaNode, ThpMode, Topology};
 pub use units::{format_bytes, parse_size, NodeId, PageSize, ParseError};

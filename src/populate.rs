@@ -15,7 +15,7 @@ use crate::sys::{self, Errno};
 
 /// Where the chunks of a parallel pass are cut and who works on them.
 #[derive(Debug, Clone)]
-pub(crate) struct Plan {
+pub(crate) struct Pass {
     /// Start of the region.
     pub base: NonNull<u8>,
     /// Length of the region in bytes.
@@ -46,11 +46,11 @@ pub(crate) struct ChunkError {
     pub errno: Errno,
 }
 
-// SAFETY: `Plan` holds the address of a mapping owned by the caller for the whole pass; the
+// SAFETY: `Pass` holds the address of a mapping owned by the caller for the whole pass; the
 // workers only pass sub-ranges of it to the kernel and never dereference it.
-unsafe impl Send for Plan {}
+unsafe impl Send for Pass {}
 // SAFETY: as for Send: shared read-only access to an address, never a dereference.
-unsafe impl Sync for Plan {}
+unsafe impl Sync for Pass {}
 
 /// The chunk size for a region: enough chunks that threads finish together (32 per thread),
 /// each at least `min` and at most 256 MiB, a multiple of `granule`.
@@ -63,7 +63,7 @@ pub(crate) fn chunk_size(len: usize, threads: usize, granule: usize, min: usize)
 /// Runs `work(offset, len)` over every chunk with `plan.threads` pinned workers. Stops handing
 /// out chunks at the first error, which it returns (the one at the lowest offset, when several
 /// workers fail at once).
-pub(crate) fn run<F>(plan: &Plan, work: F) -> (Outcome, Result<(), ChunkError>)
+pub(crate) fn run<F>(plan: &Pass, work: F) -> (Outcome, Result<(), ChunkError>)
 where
     F: Fn(NonNull<u8>, usize, usize) -> Result<(), Errno> + Sync,
 {
@@ -227,7 +227,7 @@ mod tests {
     fn every_chunk_is_worked_once() {
         let len = 10 << 20;
         let map = sys::mmap_anonymous(len, sys::Backing::Base, false).unwrap();
-        let plan = Plan {
+        let plan = Pass {
             base: map,
             len,
             chunk: 1 << 20,

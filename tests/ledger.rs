@@ -545,3 +545,39 @@ fn claim_cost() {
         );
     }
 }
+
+#[test]
+fn a_ledger_of_the_wrong_shape_is_a_matchable_error() {
+    let c2 = ClassSpec::new(NodeId(0), 2 << 20, 64 << 20);
+    assert!(matches!(
+        Ledger::in_memory(&[], 8),
+        Err(Error::LedgerShape {
+            classes: 0,
+            slots: 8,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Ledger::in_memory(&[c2], 0),
+        Err(Error::LedgerShape {
+            classes: 1,
+            slots: 0,
+            max_slots: 4095,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Ledger::in_memory(&[ClassSpec::new(NodeId(0), 8192, 64 << 20)], 8),
+        Err(Error::LedgerClassPageSize {
+            page_size_bytes: 8192
+        })
+    ));
+    let Err(e) = Ledger::in_memory(&[c2, c2], 8) else {
+        panic!("a class given twice is refused")
+    };
+    assert!(
+        matches!(e, Error::LedgerClassTwice { node: NodeId(0), page_size_bytes } if page_size_bytes == 2 << 20),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("given twice"), "{e}");
+}

@@ -1,7 +1,7 @@
 //! loom models of the ledger's charge / release / reap races: the real `Table` code, with loom's
 //! atomics swapped in through `src/sync.rs`.
 //!
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_ledger`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --no-default-features --test loom_ledger`
 //! (`.ci/steps/20-ledger.sh`).
 #![cfg(loom)]
 

@@ -33,7 +33,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() { echo "chaos: FAIL: $*" >&2; exit 1; }
+# The shell reports every SIGKILLed background job on stderr ("Killed ..."): hundreds of lines.
+# Those go to /dev/null; the script's own messages go to the saved stderr (fd 3).
+exec 3>&2
+fail() { echo "chaos: FAIL: $*" >&3; exit 1; }
 # Runs as nobody in group nogroup (the ledger's group): a foreign user with write access.
 as_member() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
 # nobody with another primary group and no supplementary ones: no write access.
@@ -77,6 +80,7 @@ reaper() {
   esac >/dev/null 2>&1 || fail "status failed"
 }
 
+exec 2>/dev/null
 end=$(( SECONDS + secs ))
 started=0 killed=0 reaps=0
 while [ $SECONDS -lt $end ]; do
@@ -126,4 +130,5 @@ pids=()
 snap=$(timens 3000 "$bin" status --json)
 echo "$snap" | jq -e '(.vms | length) == 0 and all(.nodes[].classes[]; .reserved_bytes == 0)' \
   >/dev/null || fail "leaked after every holder died: $snap"
+exec 2>&3
 echo "chaos: every holder dead, nothing reserved, no VM listed"

@@ -51,8 +51,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// A ledger or planner setting is inconsistent (each message names the setting and the
-    /// fix). The reservation, baseline and guest-memory conditions have variants of their own.
+    /// A warm-pool setting is inconsistent (each message names the setting and the fix). Every
+    /// other condition has a variant of its own.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
@@ -489,6 +489,35 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         what: String,
+    },
+
+    /// A ledger was asked for with no classes, too many classes or too many VM records.
+    #[error("a ledger needs 1..={max_classes} classes and 1..={max_slots} VM records; got {classes} and {slots}. Give fewer (NUMAPIN_LEDGER_SLOTS for records)")]
+    LedgerShape {
+        /// Classes asked for.
+        classes: usize,
+        /// VM records asked for.
+        slots: u32,
+        /// The most classes a ledger holds.
+        max_classes: u64,
+        /// The most VM records a ledger holds.
+        max_slots: u64,
+    },
+
+    /// A ledger class was given a page size that is none of 4 KiB, 2 MiB or 1 GiB.
+    #[error("ledger class page size {page_size_bytes} is not 4096, 2097152 or 1073741824; use one of those")]
+    LedgerClassPageSize {
+        /// The page size given, in bytes.
+        page_size_bytes: u64,
+    },
+
+    /// The same (node, page size) class was given twice to a new ledger.
+    #[error("ledger class (node {node}, {page_size_bytes}-byte pages) is given twice; give each class once")]
+    LedgerClassTwice {
+        /// The node.
+        node: NodeId,
+        /// The page size, in bytes.
+        page_size_bytes: u64,
     },
 
     /// Every VM record of the ledger is taken by a live process.

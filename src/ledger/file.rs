@@ -33,13 +33,14 @@ impl Ledger {
     /// Under loom there are no files: the models use [`Ledger::in_memory`].
     ///
     /// # Errors
-    /// Always [`Error::InvalidConfig`].
+    /// Always [`Error::LedgerIo`] (`Unsupported`).
     #[cfg(loom)]
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
-        Err(Error::InvalidConfig(format!(
-            "no ledger files under cfg(loom): {}",
-            path.as_ref().display()
-        )))
+        Err(Error::LedgerIo {
+            path: path.as_ref().to_path_buf(),
+            op: "open (no ledger files under cfg(loom))",
+            source: std::io::ErrorKind::Unsupported.into(),
+        })
     }
 
     /// Opens the ledger at `path`, creating it with `config` (classes from this host's
@@ -144,7 +145,8 @@ impl Ledger {
     /// `path` first, opens that one instead.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for bad classes, [`Error::LedgerIo`] for file errors, and
+    /// [`Error::LedgerShape`], [`Error::LedgerClassPageSize`] or [`Error::LedgerClassTwice`]
+    /// for bad classes, [`Error::LedgerIo`] for file errors, and
     /// those of [`Ledger::open_existing`].
     #[cfg(not(loom))]
     pub fn create(
@@ -236,29 +238,26 @@ impl Ledger {
 }
 
 fn check_classes(classes: &[ClassSpec], slots: u32) -> Result<Geometry> {
-    let geo = Geometry::new(classes.len() as u64, u64::from(slots)).ok_or_else(|| {
-        Error::InvalidConfig(format!(
-            "a ledger needs 1..={} classes and 1..={} VM records; got {} and {slots}",
-            table::MAX_CLASSES,
-            table::MAX_SLOTS,
-            classes.len()
-        ))
+    let geo = Geometry::new(classes.len() as u64, u64::from(slots)).ok_or(Error::LedgerShape {
+        classes: classes.len(),
+        slots,
+        max_classes: table::MAX_CLASSES,
+        max_slots: table::MAX_SLOTS,
     })?;
     for (i, c) in classes.iter().enumerate() {
         if ![4096, 2 << 20, 1 << 30].contains(&c.page_size_bytes) {
-            return Err(Error::InvalidConfig(format!(
-                "class page size {} is not 4096, 2097152 or 1073741824",
-                c.page_size_bytes
-            )));
+            return Err(Error::LedgerClassPageSize {
+                page_size_bytes: c.page_size_bytes,
+            });
         }
         if classes[..i]
             .iter()
             .any(|d| d.node == c.node && d.page_size_bytes == c.page_size_bytes)
         {
-            return Err(Error::InvalidConfig(format!(
-                "class (node {}, {} bytes) given twice",
-                c.node, c.page_size_bytes
-            )));
+            return Err(Error::LedgerClassTwice {
+                node: c.node,
+                page_size_bytes: c.page_size_bytes,
+            });
         }
     }
     Ok(geo)

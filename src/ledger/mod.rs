@@ -120,8 +120,9 @@ impl Ledger {
     /// shared with children forked after this call).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for no or too many classes or slots (1..=1024 classes,
-    /// 1..=4095 slots), an unknown page size or a duplicate class; [`Error::LedgerIo`] if the
+    /// [`Error::LedgerShape`] for no or too many classes or slots (1..=1024 classes,
+    /// 1..=4095 slots), [`Error::LedgerClassPageSize`] for an unknown page size,
+    /// [`Error::LedgerClassTwice`] for a duplicate class; [`Error::LedgerIo`] if the
     /// memory file cannot be made.
     pub fn in_memory(classes: &[ClassSpec], slots: u32) -> Result<Ledger> {
         let (t, beacons) = file::new_table(classes, slots)?;

@@ -66,7 +66,12 @@ fn own_owner_word(pid: u32) -> Result<u64> {
 
 #[cfg(loom)]
 fn own_owner_word(pid: u32) -> Result<u64> {
-    owner_word(pid.max(1) & 0x3f_ffff, 1).ok_or_else(|| Error::InvalidConfig("pid".into()))
+    owner_word(pid.max(1) & 0x3f_ffff, 1).ok_or_else(|| {
+        Error::parse(
+            format!("/proc/{pid}/stat").into(),
+            "pid out of range".into(),
+        )
+    })
 }
 
 #[cfg(not(loom))]

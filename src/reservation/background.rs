@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::map::{prepare, Mapping};
 use super::populate::{populate_and_verify, Progress};
-use super::{Plan, Report, Reservation};
+use super::{Report, Reservation, ReservationPlan};
 use crate::error::{Error, Result};
 use crate::units::PageSize;
 
@@ -214,7 +214,7 @@ impl Drop for PendingReservation {
 /// Maps, binds and locks, then starts the population and verification in a background
 /// thread (the work of [`super::ReservationBuilder::build_background`] after the preflight).
 pub(super) fn start(
-    plan: Plan,
+    plan: ReservationPlan,
     charge: Option<crate::ledger::VmRecord>,
     preflight_seconds: f64,
 ) -> Result<PendingReservation> {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{
-    background, populate, preflight, HostFacts, MemPolicy, PendingReservation, Plan, Reservation,
+    background, populate, preflight, HostFacts, MemPolicy, PendingReservation, Reservation,
+    ReservationPlan,
 };
 #[cfg(doc)]
 use crate::error::Error;
@@ -126,7 +127,7 @@ impl ReservationBuilder {
     }
 
     /// Charges the plan to the ledger, if one was asked for.
-    fn charge(&self, plan: &Plan) -> Result<Option<crate::ledger::VmRecord>> {
+    fn charge(&self, plan: &ReservationPlan) -> Result<Option<crate::ledger::VmRecord>> {
         let ledger = match (&self.ledger, &self.vm) {
             (None, None) => return Ok(None),
             (Some(l), _) => Arc::clone(l),
@@ -163,7 +164,7 @@ impl ReservationBuilder {
     /// [`Error::HugepagesShortOnNodes`], [`Error::NodeMemoryShort`], [`Error::CgroupLimit`],
     /// [`Error::MemlockLimit`], [`Error::ThpUnavailable`], [`Error::NodesNotAllowed`],
     /// [`Error::Unsupported`], or a sysfs error.
-    pub fn preflight(&self) -> Result<Plan> {
+    pub fn preflight(&self) -> Result<ReservationPlan> {
         if let Some(f) = &self.facts {
             return preflight::preflight(self, f);
         }
@@ -176,7 +177,7 @@ impl ReservationBuilder {
     ///
     /// # Errors
     /// As [`ReservationBuilder::preflight`], except sysfs errors.
-    pub fn preflight_on(&self, facts: &HostFacts) -> Result<Plan> {
+    pub fn preflight_on(&self, facts: &HostFacts) -> Result<ReservationPlan> {
         preflight::preflight(self, facts)
     }
 

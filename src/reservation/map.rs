@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 
 use super::facts::HostFacts;
 use super::preflight::check_capacity;
-use super::{LockKind, MemPolicy, Plan, Reservation};
+use super::{LockKind, MemPolicy, Reservation, ReservationPlan};
 use crate::error::{Error, PolicyDenial, Result};
 use crate::sys::{self, Backing, NodeMask};
 use crate::units::{NodeId, PageSize};
@@ -121,7 +121,7 @@ fn mpol_mode(policy: MemPolicy, nodes: &[NodeId]) -> i32 {
 
 /// Describes a shortage the kernel found after the preflight passed (`mmap` said `ENOMEM`),
 /// on numbers read again now: the same attribution as the preflight.
-fn pool_short_now(plan: &Plan) -> Error {
+fn pool_short_now(plan: &ReservationPlan) -> Error {
     match HostFacts::gather(None) {
         Ok(facts) => pool_short_at(plan, &facts),
         Err(e) => e,
@@ -131,7 +131,7 @@ fn pool_short_now(plan: &Plan) -> Error {
 /// The shortage of `plan` on `facts`. If those numbers would pass (the pools changed again
 /// between the kernel's refusal and the reading), the first node with at least one page short:
 /// the kernel refused, so at least one was missing when it did.
-pub(super) fn pool_short_at(plan: &Plan, facts: &HostFacts) -> Error {
+pub(super) fn pool_short_at(plan: &ReservationPlan, facts: &HostFacts) -> Error {
     let page = plan.page_size;
     let b = Reservation::builder(plan.size).policy(plan.policy);
     match check_capacity(&b, facts, &plan.nodes, page) {
@@ -160,7 +160,10 @@ pub(super) fn pool_short_at(plan: &Plan, facts: &HostFacts) -> Error {
 /// Runs `f` on a short-lived thread that holds `MPOL_BIND` to the plan's nodes (when the policy
 /// is `Bind`), so that the kernel's hugetlb reservation at `mmap` (hugetlb_acct_memory) counts
 /// only the free pages of those nodes, and the caller's own thread policy is never touched.
-fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+fn on_bound_thread<T: Send>(
+    plan: &ReservationPlan,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     let bind_at_map = plan.policy == MemPolicy::Bind;
     let nodes = &plan.nodes;
     let mask = node_mask(nodes);
@@ -179,7 +182,7 @@ fn on_bound_thread<T: Send>(plan: &Plan, f: impl FnOnce() -> Result<T> + Send) -
 
 /// A shared reservation's mapping: a sealed memfd of the plan's size (hugetlbfs or shmem),
 /// mapped `MAP_SHARED` from a thread bound to the nodes, as the private hugetlb mapping is.
-fn map_shared(plan: &Plan) -> Result<Mapping> {
+fn map_shared(plan: &ReservationPlan) -> Result<Mapping> {
     let len = plan.size as usize;
     let file = crate::shared::create_sealed("numapin", plan.page_size, plan.size)?;
     let fd = file.as_fd();
@@ -200,7 +203,7 @@ fn map_shared(plan: &Plan) -> Result<Mapping> {
     })
 }
 
-fn map(plan: &Plan) -> Result<Mapping> {
+fn map(plan: &ReservationPlan) -> Result<Mapping> {
     if plan.shared {
         return map_shared(plan);
     }
@@ -251,7 +254,7 @@ fn map(plan: &Plan) -> Result<Mapping> {
 }
 
 /// Maps, binds, advises and locks: everything before the first fault.
-pub(super) fn prepare(plan: &Plan, notes: &mut Vec<String>) -> Result<Mapping> {
+pub(super) fn prepare(plan: &ReservationPlan, notes: &mut Vec<String>) -> Result<Mapping> {
     let map = map(plan)?;
     let len = map.len;
 

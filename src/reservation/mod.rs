@@ -102,7 +102,7 @@ pub const DEFAULT_VERIFY_LIMIT: u64 = 1 << 20;
 /// What the preflight decided: the concrete page size, nodes, threads and CPUs, and why.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Plan {
+pub struct ReservationPlan {
     /// Bytes to reserve.
     pub size: u64,
     /// The concrete page size (never `Auto`).
@@ -130,7 +130,7 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for ReservationPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| n.to_string()).collect();
         writeln!(
@@ -168,7 +168,7 @@ impl fmt::Display for Plan {
     }
 }
 
-impl Plan {
+impl ReservationPlan {
     /// Pages of the native page granule (`page_size.bytes()`).
     pub fn pages(&self) -> u64 {
         self.size / self.page_size.bytes().unwrap_or(4096) as u64

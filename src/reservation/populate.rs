@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::map::{prepare, Mapping};
-use super::{LockKind, MemPolicy, Plan, Report, Reservation};
+use super::{LockKind, MemPolicy, Report, Reservation, ReservationPlan};
 use crate::error::{Error, Result};
 use crate::populate::{self, Histogram};
 use crate::topology::format_cpulist;
 use crate::units::{format_bytes, NodeId, PageSize};
 
-pub(super) fn build(plan: Plan, preflight_seconds: f64) -> Result<Reservation> {
+pub(super) fn build(plan: ReservationPlan, preflight_seconds: f64) -> Result<Reservation> {
     let mut notes = plan.notes.clone();
     let t_map = Instant::now();
     let map = prepare(&plan, &mut notes)?;
@@ -43,7 +43,7 @@ pub(super) struct Progress {
 /// Populates, verifies and writes the report. `seconds` = [preflight, map].
 pub(super) fn populate_and_verify(
     map: &Mapping,
-    plan: &Plan,
+    plan: &ReservationPlan,
     progress: &Progress,
     mut notes: Vec<String>,
     seconds: [f64; 2],
@@ -51,7 +51,7 @@ pub(super) fn populate_and_verify(
     let len = map.len;
     let native = plan.page_size.native_bytes().expect("concrete");
     let gran = plan.page_size.bytes().expect("concrete");
-    let work = populate::Plan {
+    let work = populate::Pass {
         base: map.ptr,
         len,
         chunk: populate::chunk_size(len, plan.threads, native, native.max(2 << 20)),
@@ -96,7 +96,7 @@ pub(super) fn populate_and_verify(
     let stride_pages = total_pages.div_ceil(plan.verify_limit).max(1) as usize;
     let stride = stride_pages * gran;
     let hist = std::sync::Mutex::new(Histogram::default());
-    let vplan = populate::Plan {
+    let vplan = populate::Pass {
         chunk: work.chunk.div_ceil(stride) * stride,
         ..work.clone()
     };

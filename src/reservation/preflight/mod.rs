@@ -2,13 +2,13 @@
 //! the reservation, before anything is mapped.
 
 use super::facts::{HostFacts, MemlockFacts};
-use super::{LockKind, MemPolicy, Plan, ReservationBuilder};
+use super::{LockKind, MemPolicy, ReservationBuilder, ReservationPlan};
 use crate::error::{Error, Result};
 use crate::topology::{format_cpulist, ThpMode, Topology};
 use crate::units::{format_bytes, NodeId, PageSize};
 
 /// Decides the plan from the request and the host's facts; reads nothing else.
-pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Plan> {
+pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<ReservationPlan> {
     let topo = &facts.topology;
     let mut notes = Vec::new();
     if b.size == 0 {
@@ -134,7 +134,7 @@ pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Pla
         None => node_cpus.len().max(1),
     };
 
-    Ok(Plan {
+    Ok(ReservationPlan {
         size: b.size,
         page_size,
         requested_page_size: b.page_size,
