@@ -34,6 +34,29 @@ impl Drop for TempDir {
     }
 }
 
+/// Client processes, SIGKILLed when dropped (also when a test fails: a client left holding
+/// memory would hold hugepages forever).
+struct Clients(Vec<Child>);
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+impl std::ops::Deref for Clients {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
+}
+impl std::ops::DerefMut for Clients {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
 /// 2M pages of node 0 in use (allocated to some file or mapping).
 fn used_pages() -> u64 {
     read_u64(format!("{}/nr_hugepages", common::pool_dir(0, 2048))) - free_pages(0, 2048)
@@ -232,9 +255,11 @@ fn sixteen_racing_clients_kills_of_both_sides_ledger_exact_nothing_leaked() {
     });
 
     // 16 clients at once: 4 (or more, with refills) warm, the rest cold; every one served.
-    let mut clients: Vec<Child> = (0..16)
-        .map(|i| client(&svc.socket, &ledger, &format!("vm-{i}"), 16 * MIB, "hold"))
-        .collect();
+    let mut clients = Clients(
+        (0..16)
+            .map(|i| client(&svc.socket, &ledger, &format!("vm-{i}"), 16 * MIB, "hold"))
+            .collect(),
+    );
     let sources: Vec<String> = clients.iter_mut().map(wait_ready).collect();
     assert!(sources.iter().any(|s| s.starts_with("Warm")), "{sources:?}");
     let check_exact = |held: usize| {
@@ -421,7 +446,7 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         // The same socket and ledger every round: a SIGKILLed service leaves a stale socket
         // the next one replaces.
         let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:2x8MiB"]);
-        let mut clients: Vec<Child> = Vec::new();
+        let mut clients = Clients(Vec::new());
         for i in 0..8 {
             // Warm-sized or not (cold), killed at a random moment or left running.
             let size = if rng.below(2) == 0 { 8 * MIB } else { 4 * MIB };
