@@ -41,6 +41,7 @@ mod config;
 mod file;
 #[cfg(not(loom))]
 mod handover;
+mod layout;
 mod owner;
 mod reaper;
 mod record;
