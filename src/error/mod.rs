@@ -9,7 +9,10 @@ use std::path::PathBuf;
 
 use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
+mod adopt;
 mod messages;
+
+pub use adopt::{AdoptProblem, Seals};
 
 impl From<crate::sys::Errno> for Error {
     /// A failed system call, named by the call itself.
@@ -389,7 +392,7 @@ pub enum Error {
         /// The descriptor number (in the adopting process).
         fd: i32,
         /// What is wrong with it.
-        problem: crate::shared::AdoptProblem,
+        problem: AdoptProblem,
     },
 
     // --- VMM integration (features `vm-memory` and `hwloc`) ---
@@ -579,7 +582,7 @@ pub enum Error {
 
     /// The ledger path names something that is not a regular file (a device, a directory, a
     /// FIFO, a socket): nothing was read from or written to it.
-    #[error("ledger {}: it is a {kind}, not a regular file; point NUMAPIN_LEDGER (or --ledger) at a file path, e.g. the default {}", path.display(), crate::ledger::DEFAULT_PATH)]
+    #[error("ledger {}: it is a {kind}, not a regular file; point NUMAPIN_LEDGER (or --ledger) at a regular file's path (unset, the host's default ledger is used)", path.display())]
     LedgerNotAFile {
         /// The path.
         path: PathBuf,
