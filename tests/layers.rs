@@ -31,7 +31,7 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// Upward edges that are known and left to their owners (docs/design.md says which).
-const KNOWN: &[(&str, &str)] = &[("error", "pool")];
+const KNOWN: &[(&str, &str)] = &[];
 
 /// Names re-exported at the crate root, with the module they come from.
 const ROOT_ITEMS: &[(&str, &str)] = &[

@@ -11,8 +11,12 @@ use crate::units::{format_bytes, NodeId, PageSize, ParseError};
 
 mod adopt;
 mod messages;
+#[cfg(feature = "pool")]
+mod pool;
 
 pub use adopt::{AdoptProblem, Seals};
+#[cfg(feature = "pool")]
+pub use pool::{PoolError, RefusalKind};
 
 impl From<crate::sys::Errno> for Error {
     /// A failed system call, named by the call itself.
@@ -547,7 +551,7 @@ pub enum Error {
     /// Asking a warm-pool service (`numapin serve`) for memory failed (feature `pool`).
     #[cfg(feature = "pool")]
     #[error(transparent)]
-    Pool(#[from] crate::pool::PoolError),
+    Pool(#[from] PoolError),
 
     /// A ledger record handed over by another process (a warm pool's service) could not be
     /// taken over: the descriptor or the slot is not what the sender said.

@@ -66,6 +66,7 @@ impl PoolClient {
         PoolError::Protocol {
             socket: self.socket.clone(),
             what,
+            protocol: PROTOCOL_VERSION,
         }
     }
 

@@ -27,6 +27,7 @@
 //! See `docs/pool.md`.
 
 mod client;
+mod config;
 mod holdback;
 mod protocol;
 mod service;
@@ -34,12 +35,12 @@ mod zero;
 
 use std::path::PathBuf;
 
+pub use crate::error::{PoolError, RefusalKind};
 pub use client::{PoolClient, Served};
+pub use config::{PoolTarget, ServiceConfig, ServiceStats};
 pub use holdback::pools_from_holdback;
-pub use protocol::{
-    Grant, Refusal, RefusalKind, Request, Response, Source, MAX_MESSAGE, PROTOCOL_VERSION,
-};
-pub use service::{PoolTarget, Service, ServiceConfig, ServiceStats};
+pub use protocol::{Grant, Refusal, Request, Response, Source, MAX_MESSAGE, PROTOCOL_VERSION};
+pub use service::Service;
 pub use zero::{memset_gib_per_s, zero_file};
 
 /// The ledger name of the records that hold warm memory (charged to the service; the planner
@@ -58,56 +59,4 @@ pub fn default_socket() -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => PathBuf::from(DEFAULT_SOCKET),
     }
-}
-
-/// What can go wrong talking to the warm-pool service.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PoolError {
-    /// The service's socket could not be reached.
-    #[error("cannot connect to the warm-pool service at {}: {source}; is `numapin serve` running, and may this user open the socket (root or the service's group)?", socket.display())]
-    Connect {
-        /// The socket.
-        socket: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Sending or receiving failed (the service died, or timed out).
-    #[error("warm-pool service at {}: {op} failed: {source}; check the service's log", socket.display())]
-    Io {
-        /// The socket.
-        socket: PathBuf,
-        /// What was being done.
-        op: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The other side did not speak the protocol.
-    #[error("warm-pool service at {}: protocol error: {what}; client and service must be the same numapin version (protocol {PROTOCOL_VERSION})", socket.display())]
-    Protocol {
-        /// The socket.
-        socket: PathBuf,
-        /// What was wrong.
-        what: String,
-    },
-    /// The service refused the request.
-    #[error("warm-pool service at {} refused the request ({kind:?}): {message}", socket.display())]
-    Refused {
-        /// The socket.
-        socket: PathBuf,
-        /// Why, as a kind.
-        kind: RefusalKind,
-        /// Why, in words with the numbers.
-        message: String,
-    },
-    /// Setting up the service failed.
-    #[error("cannot start the warm-pool service on {}: {what}: {source}", socket.display())]
-    Setup {
-        /// The socket.
-        socket: PathBuf,
-        /// What was being done.
-        what: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
 }

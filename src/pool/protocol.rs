@@ -14,6 +14,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::RefusalKind;
 use crate::reservation::MemPolicy;
 use crate::units::PageSize;
 
@@ -88,23 +89,6 @@ pub struct Grant {
     pub service_seconds: f64,
     /// Notes (why cold, what was chosen).
     pub notes: Vec<String>,
-}
-
-/// Why the service did not hand out memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalKind {
-    /// The request was not a valid request document.
-    BadRequest,
-    /// The request's protocol version is not the service's.
-    Version,
-    /// The peer's uid/gid is not allowed (root and the configured group only).
-    PeerNotAllowed,
-    /// Neither warm memory nor a cold reservation could serve it (the message has the
-    /// reservation's error: admission refused, pool short...).
-    Unavailable,
-    /// Something failed inside the service.
-    Internal,
 }
 
 /// A refusal, with a message that says what to do.
