@@ -8,8 +8,13 @@
 //! measures and why. The `numapin bench` command only parses its arguments, calls [`run`] and
 //! renders the [`Report`] (table, JSON, SVG plots).
 
+#[cfg(feature = "pool")]
+mod pool;
 mod qemu;
 mod shared;
+
+#[cfg(feature = "pool")]
+pub use pool::pool_rows;
 
 pub use shared::adopt_child;
 

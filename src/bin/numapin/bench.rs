@@ -10,7 +10,6 @@ use numapin::format_bytes;
 
 use crate::CliError;
 
-mod pool_rows;
 mod svg;
 
 /// Arguments of `numapin bench`.
@@ -62,7 +61,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .threads
         .unwrap_or_else(|| numapin::process::affinity().map_or(1, |c| c.len().max(1)));
     if a.only_pool {
-        let rows = pool_rows::pool_rows(a.size, pool_threads, pool_reps)?;
+        let rows = numapin::bench::pool_rows(
+            &std::env::current_exe()?,
+            a.size,
+            pool_threads,
+            pool_reps,
+            &mut say,
+        )?;
         let mut out = std::io::stdout().lock();
         if a.json {
             let results: Vec<serde_json::Value> = rows
@@ -113,9 +118,13 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     let mut report = numapin::bench::run(&cfg, &mut say)?;
     // Warm pools (`numapin serve`): time to ready, a failover's restarts, re-zeroing.
     if !a.no_pool {
-        report
-            .rows
-            .extend(pool_rows::pool_rows(a.size, pool_threads, pool_reps)?);
+        report.rows.extend(numapin::bench::pool_rows(
+            &std::env::current_exe()?,
+            a.size,
+            pool_threads,
+            pool_reps,
+            &mut say,
+        )?);
     }
     if let Some(dir) = &a.plots {
         plots(dir, &report)?;

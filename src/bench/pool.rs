@@ -16,14 +16,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use numapin::measure::median;
-use numapin::pool::{PoolClient, Request};
-use numapin::{format_bytes, Ledger, NodeId, PageSize, Reservation};
+use super::Row;
+use crate::error::{Error, Result};
+use crate::measure::median;
+use crate::pool::{PoolClient, Request};
+use crate::units::{format_bytes, NodeId, PageSize};
+use crate::{Ledger, Reservation};
 
-use numapin::bench::Row;
-
-use super::say;
-use crate::CliError;
+/// An I/O error of `call` as [`Error::Sys`].
+fn io(call: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Sys { call, source }
+}
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -35,11 +38,11 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, ledger: &Path, pools: &[String]) -> Result<Serve, CliError> {
+    fn start(exe: &Path, dir: &Path, ledger: &Path, pools: &[String]) -> Result<Serve> {
         let socket = dir.join("serve.sock");
         let stats = dir.join("stats.json");
         let _ = std::fs::remove_file(&stats);
-        let mut c = Command::new(std::env::current_exe()?);
+        let mut c = Command::new(exe);
         c.arg("serve")
             .arg("--socket")
             .arg(&socket)
@@ -49,7 +52,11 @@ impl Serve {
             c.args(["--pool", p]);
         }
         c.arg("--stats-file").arg(&stats);
-        let child = c.stdin(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let child = c
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("spawn numapin serve"))?;
         let mut s = Serve {
             child,
             socket,
@@ -68,17 +75,18 @@ impl Serve {
         &mut self,
         f: impl Fn(Option<serde_json::Value>) -> bool,
         limit: Duration,
-    ) -> Result<(), CliError> {
+    ) -> Result<()> {
         let t0 = Instant::now();
         while !f(self.stats()) {
-            if let Some(st) = self.child.try_wait()? {
-                return Err(CliError::Io(std::io::Error::other(format!(
-                    "numapin serve exited ({st})"
+            if let Some(st) = self.child.try_wait().map_err(io("waitpid"))? {
+                return Err(io("numapin serve")(std::io::Error::other(format!(
+                    "exited ({st}) before it was ready"
                 ))));
             }
             if t0.elapsed() > limit {
-                return Err(CliError::Io(std::io::Error::other(
-                    "numapin serve did not get ready in time",
+                return Err(io("numapin serve")(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "not ready in time",
                 )));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -103,13 +111,13 @@ fn warm_bytes(ledger: &Ledger) -> u64 {
     ledger.snapshot().map_or(0, |s| {
         s.vms
             .iter()
-            .filter(|v| v.name == numapin::pool::WARM_NAME)
+            .filter(|v| v.name == crate::pool::WARM_NAME)
             .map(|v| v.reserved_bytes())
             .sum()
     })
 }
 
-fn wait_warm(ledger: &Ledger, bytes: u64, serve: &mut Serve) -> Result<(), CliError> {
+fn wait_warm(ledger: &Ledger, bytes: u64, serve: &mut Serve) -> Result<()> {
     serve.wait_for(|_| warm_bytes(ledger) >= bytes, Duration::from_secs(120))?;
     // The ledger is charged before the chunk is populated and listed: wait for the refills.
     serve.wait_for(
@@ -124,20 +132,32 @@ fn request(
     client: &PoolClient,
     size: u64,
     node: NodeId,
-) -> Result<(f64, bool, numapin::pool::Served), CliError> {
+) -> Result<(f64, bool, crate::pool::Served)> {
     let mut req = Request::new("bench", size, PageSize::Huge2M);
     req.nodes = vec![node.0];
     let t = Instant::now();
     let served = client.request(&req)?;
     let secs = t.elapsed().as_secs_f64();
-    let warm = served.grant.source == numapin::pool::Source::Warm;
+    let warm = served.grant.source == crate::pool::Source::Warm;
     Ok((secs, warm, served))
 }
 
-/// The three rows, or none (with the reason said) when the pool cannot hold them.
-pub fn pool_rows(size: u64, threads: usize, reps: usize) -> Result<Vec<Row>, CliError> {
+/// The three warm-pool rows, or none (with the reason given to `progress`) when node 0's 2M pool
+/// cannot hold them. `exe` is the `numapin` executable: the service runs as its `serve`
+/// subcommand in a child process, on a private socket and ledger.
+///
+/// # Errors
+/// [`Error::Sys`] if the service cannot be started or does not get ready; the errors of the
+/// reservations, the ledger and the pool client.
+pub fn pool_rows(
+    exe: &Path,
+    size: u64,
+    threads: usize,
+    reps: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Row>> {
     let node = NodeId(0);
-    let free = numapin::Topology::from_sysfs()?
+    let free = crate::Topology::from_sysfs()?
         .node(node)
         .and_then(|n| n.pool(PageSize::Huge2M))
         .map_or(0, |p| p.free)
@@ -149,27 +169,27 @@ pub fn pool_rows(size: u64, threads: usize, reps: usize) -> Result<Vec<Row>, Cli
         size.min(free / 2) / (2 * MIB) * (2 * MIB)
     };
     if big < 64 * MIB {
-        say("pool rows skipped: fewer than 64 MiB free in node 0's 2M pool");
+        progress("pool rows skipped: fewer than 64 MiB free in node 0's 2M pool");
         return Ok(Vec::new());
     }
     if big != 4 * GIB {
-        say(&format!(
+        progress(&format!(
             "pool rows: measuring {} instead of 4 GiB (2M pool)",
             format_bytes(big)
         ));
     }
     let dir = std::env::temp_dir().join(format!("numapin-bench-pool-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(io("mkdir"))?;
     let ledger_path = PathBuf::from(format!(
         "/dev/shm/numapin-bench-pool-{}",
         std::process::id()
     ));
-    let r = (|| -> Result<Vec<Row>, CliError> {
+    let r = (|| -> Result<Vec<Row>> {
         let ledger = Arc::new(Ledger::open(&ledger_path)?);
         let mut rows = Vec::new();
 
         // warm_time_to_ready (and the service's zeroing of the returned memory).
-        let mut serve = Serve::start(&dir, &ledger_path, &[format!("0:2m:1x{big}")])?;
+        let mut serve = Serve::start(exe, &dir, &ledger_path, &[format!("0:2m:1x{big}")])?;
         let client = PoolClient::new(&serve.socket, Arc::clone(&ledger));
         let mut warm = Vec::new();
         for _ in 0..reps {
@@ -222,7 +242,7 @@ pub fn pool_rows(size: u64, threads: usize, reps: usize) -> Result<Vec<Row>, Cli
             .threads(threads)
             .shared(true)
             .build()?;
-        let memset = numapin::pool::memset_gib_per_s(m.as_fd().expect("shared"))?;
+        let memset = crate::pool::memset_gib_per_s(m.as_fd().expect("shared"))?;
         drop(m);
         if zeroed > 0 {
             rows.push(Row {
@@ -242,10 +262,10 @@ pub fn pool_rows(size: u64, threads: usize, reps: usize) -> Result<Vec<Row>, Cli
         // failover_restart: 8 x 512 MiB at once, warm vs cold.
         let n = 8usize;
         let each = (big / n as u64 / (2 * MIB)).max(1) * 2 * MIB;
-        let at_once = |serve: &Serve| -> Result<(f64, usize), CliError> {
+        let at_once = |serve: &Serve| -> Result<(f64, usize)> {
             let client = PoolClient::new(&serve.socket, Arc::clone(&ledger));
             let t = Instant::now();
-            type Got = Result<(f64, bool, numapin::pool::Served), CliError>;
+            type Got = Result<(f64, bool, crate::pool::Served)>;
             let results: Vec<Got> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..n)
                     .map(|_| s.spawn(|| request(&client, each, node)))
@@ -266,11 +286,11 @@ pub fn pool_rows(size: u64, threads: usize, reps: usize) -> Result<Vec<Row>, Cli
             drop(held);
             Ok((secs, warm))
         };
-        let mut serve = Serve::start(&dir, &ledger_path, &[format!("0:2m:{n}x{each}")])?;
+        let mut serve = Serve::start(exe, &dir, &ledger_path, &[format!("0:2m:{n}x{each}")])?;
         wait_warm(&ledger, each * n as u64, &mut serve)?;
         let (w, warm_n) = at_once(&serve)?;
         drop(serve);
-        let serve = Serve::start(&dir, &ledger_path, &[])?;
+        let serve = Serve::start(exe, &dir, &ledger_path, &[])?;
         let (c, _) = at_once(&serve)?;
         drop(serve);
         rows.push(Row {
