@@ -27,7 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("fleet", 5),
     ("pool", 6),
     ("vmm", 6),
-    ("bench", 6),
+    ("bench", 7),
 ];
 
 /// Upward edges that are known and left to their owners (docs/design.md says which).
