@@ -257,6 +257,9 @@ pub fn inspect(fd: BorrowedFd<'_>) -> Result<MemoryFile> {
     })
 }
 
+/// Most descriptors one message carries ([`send_fds`], [`recv_fds`]).
+pub const MAX_FDS: usize = 4;
+
 /// Sends `payload` and the descriptor `fd` over a connected UNIX socket (`SCM_RIGHTS`).
 ///
 /// # Errors
@@ -264,13 +267,28 @@ pub fn inspect(fd: BorrowedFd<'_>) -> Result<MemoryFile> {
 #[doc(alias = "sendmsg")]
 #[doc(alias = "SCM_RIGHTS")]
 pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> std::io::Result<()> {
-    let fds = [fd];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    send_fds(socket, payload, &[fd])
+}
+
+/// Sends `payload` and up to [`MAX_FDS`] descriptors in one message over a connected UNIX
+/// socket (`SCM_RIGHTS`). An empty payload is sent as one zero byte: a stream socket would not
+/// carry descriptors alone.
+///
+/// # Errors
+/// The `sendmsg` error; `Other` for more than [`MAX_FDS`] descriptors or a short send.
+#[doc(alias = "sendmsg")]
+#[doc(alias = "SCM_RIGHTS")]
+pub fn send_fds(socket: impl AsFd, payload: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("SCM_RIGHTS does not fit the buffer"));
+    if fds.len() > MAX_FDS
+        || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
+    {
+        return Err(std::io::Error::other(format!(
+            "{} descriptors: at most {MAX_FDS} go in one message",
+            fds.len()
+        )));
     }
-    // A payload of at least one byte: a stream socket would not carry the descriptor alone.
     let payload = if payload.is_empty() {
         &[0u8][..]
     } else {
@@ -296,10 +314,24 @@ pub fn send_fd(socket: impl AsFd, fd: BorrowedFd<'_>, payload: &[u8]) -> std::io
 /// message carried none; extra descriptors are closed.
 ///
 /// # Errors
-/// The `recvmsg` error; `InvalidData` if the payload or the control data were truncated.
+/// As [`recv_fds`].
 #[doc(alias = "recvmsg")]
 pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let (n, mut fds) = recv_fds(socket, buf)?;
+    // The first is ours; dropping the rest closes them.
+    let fd = (!fds.is_empty()).then(|| fds.swap_remove(0));
+    Ok((n, fd))
+}
+
+/// Receives a message of at most `buf.len()` bytes and the descriptors (at most [`MAX_FDS`])
+/// that came with it, close-on-exec. Returns the bytes received and the descriptors.
+///
+/// # Errors
+/// The `recvmsg` error; `InvalidData` if the payload or the control data were truncated (a
+/// longer payload, or more than [`MAX_FDS`] descriptors: those are closed).
+#[doc(alias = "recvmsg")]
+pub fn recv_fds(socket: impl AsFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
         socket,
@@ -307,29 +339,48 @@ pub fn recv_fd(socket: impl AsFd, buf: &mut [u8]) -> std::io::Result<(usize, Opt
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     )?;
-    let mut fd = None;
+    let mut fds = Vec::new();
     for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for f in fds {
-                // The first is ours; dropping the rest closes them.
-                if fd.is_none() {
-                    fd = Some(f);
-                }
-            }
+        if let RecvAncillaryMessage::ScmRights(r) = m {
+            fds.extend(r);
         }
     }
     if msg.flags.contains(ReturnFlags::CTRUNC) || msg.flags.contains(ReturnFlags::TRUNC) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "message or descriptors truncated: the sender sent more than one descriptor or a longer payload",
+            format!(
+                "message or descriptors truncated: more than {} bytes or {MAX_FDS} descriptors",
+                buf.len()
+            ),
         ));
     }
-    Ok((msg.bytes, fd))
+    Ok((msg.bytes, fds))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_descriptors_travel_in_one_message_and_too_many_are_refused() {
+        use std::os::unix::net::UnixStream;
+        let (a, b) = UnixStream::pair().unwrap();
+        let files: Vec<std::fs::File> = (0..MAX_FDS + 1)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        send_fds(&a, b"two", &fds[..2]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, got) = recv_fds(&b, &mut buf).unwrap();
+        assert_eq!((&buf[..n], got.len()), (&b"two"[..], 2));
+        let e = send_fds(&a, b"many", &fds).unwrap_err();
+        assert!(e.to_string().contains("at most 4"), "{e}");
+        // One descriptor, and an empty payload still carries it.
+        send_fd(&a, fds[0], b"").unwrap();
+        let (n, one) = recv_fd(&b, &mut buf).unwrap();
+        assert_eq!(n, 1);
+        assert!(one.is_some());
+    }
 
     #[test]
     fn a_shmem_memfd_is_created_sealed() {

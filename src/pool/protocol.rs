@@ -3,15 +3,9 @@
 //! carries the memory's descriptors with `SCM_RIGHTS`. Versioned: a request of another version
 //! is answered with [`RefusalKind::Version`].
 
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
 use serde::{Deserialize, Serialize};
 
 pub use crate::error::RefusalKind;
@@ -112,64 +106,24 @@ pub enum Response {
     Refused(Refusal),
 }
 
-/// Sends one message with `fds` attached (`SCM_RIGHTS`, at most 4).
+/// Sends one message with `fds` attached (`SCM_RIGHTS`, at most [`crate::shared::MAX_FDS`]).
 pub(crate) fn send_msg(
     socket: BorrowedFd<'_>,
     payload: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> std::io::Result<()> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && (fds.len() > 4 || !control.push(SendAncillaryMessage::ScmRights(fds))) {
-        return Err(std::io::Error::other(
-            "too many descriptors for one message",
-        ));
-    }
-    let n = rustix::net::sendmsg(
-        socket,
-        &[IoSlice::new(payload)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
-    if n != payload.len() {
-        return Err(std::io::Error::other(format!(
-            "sendmsg sent {n} of {} bytes",
-            payload.len()
-        )));
-    }
-    Ok(())
+    crate::shared::send_fds(socket, payload, fds)
 }
 
 /// Receives one message and the descriptors that came with it (close-on-exec). `Ok(None)` when
 /// the peer closed the connection.
 pub(crate) fn recv_msg(socket: BorrowedFd<'_>) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        socket,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(r) = m {
-            fds.extend(r);
-        }
-    }
-    if msg.flags.contains(ReturnFlags::CTRUNC) || msg.flags.contains(ReturnFlags::TRUNC) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "message or descriptors truncated (more than {MAX_MESSAGE} bytes or 4 descriptors)"
-            ),
-        ));
-    }
-    if msg.bytes == 0 && fds.is_empty() {
+    let (n, fds) = crate::shared::recv_fds(socket, &mut buf)?;
+    if n == 0 && fds.is_empty() {
         return Ok(None);
     }
-    buf.truncate(msg.bytes);
+    buf.truncate(n);
     Ok(Some((buf, fds)))
 }
 
