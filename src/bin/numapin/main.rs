@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod export;
 mod exporter;
+mod memory;
 mod plan;
 mod reserve;
 mod run;

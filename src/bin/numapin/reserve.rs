@@ -3,28 +3,15 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use numapin::{format_bytes, MemPolicy, NodeId, PageSize, PendingReservation, Reservation};
+use numapin::{format_bytes, PendingReservation, Reservation};
 
 use crate::CliError;
 
 /// Arguments of `numapin reserve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Bytes to reserve: `512MiB`, `8GiB`, `8G` or plain bytes.
-    #[arg(long, value_parser = numapin::parse_size)]
-    size: u64,
-    /// Node(s) of the policy; repeat for several. Default: the node of the calling CPU.
-    #[arg(long = "node")]
-    nodes: Vec<u32>,
-    /// Memory policy.
-    #[arg(long, default_value = "bind")]
-    policy: MemPolicy,
-    /// Page size: 4k, thp, 2m, 1g or auto.
-    #[arg(long, default_value = "auto")]
-    page_size: PageSize,
-    /// Populate threads (default: the target node's CPUs).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    mem: crate::memory::MemoryArgs,
     /// Do not lock base pages.
     #[arg(long)]
     no_lock: bool,
@@ -67,10 +54,7 @@ fn from_pool(a: &Args) -> Result<(), CliError> {
         .unwrap_or_else(numapin::pool::default_socket);
     let client =
         numapin::pool::PoolClient::new(socket, std::sync::Arc::new(numapin::Ledger::open(path)?));
-    let mut req =
-        numapin::pool::Request::new(a.vm.clone().unwrap_or_default(), a.size, a.page_size);
-    req.nodes = a.nodes.clone();
-    req.policy = a.policy;
+    let req = a.mem.pool_request(a.vm.clone().unwrap_or_default());
     let served = client.request(&req)?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -111,16 +95,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     if a.from_pool {
         return from_pool(a);
     }
-    let mut b = Reservation::builder(a.size)
-        .policy(a.policy)
-        .page_size(a.page_size)
-        .lock(!a.no_lock);
-    if !a.nodes.is_empty() {
-        b = b.nodes(a.nodes.iter().map(|&n| NodeId(n)));
-    }
-    if let Some(t) = a.threads {
-        b = b.threads(t);
-    }
+    let mut b = a.mem.builder().lock(!a.no_lock);
     if let Some(vm) = &a.vm {
         let path = a
             .ledger

@@ -14,8 +14,6 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
-use numapin::{MemPolicy, NodeId, PageSize, Reservation};
-
 use crate::CliError;
 
 /// Arguments of `numapin run`.
@@ -24,21 +22,8 @@ use crate::CliError;
     after_help = "In ARGS, {fd} becomes the memory's descriptor number, {path} a path that opens it (/proc/self/fd/N) and {size} its size in bytes; NUMAPIN_FD, NUMAPIN_PATH, NUMAPIN_SIZE and NUMAPIN_PAGE_SIZE are exported.\n\nExample:\n  numapin run --size 4GiB --node 1 --page-size 2m --vm web-1 -- \\\n    qemu-system-x86_64 -m 4G -object memory-backend-file,id=ram0,size={size},mem-path={path},share=on,prealloc=off \\\n    -machine q35,memory-backend=ram0 ..."
 )]
 pub struct Args {
-    /// Bytes to reserve: `512MiB`, `8GiB`, `8G` or plain bytes.
-    #[arg(long, value_parser = numapin::parse_size)]
-    size: u64,
-    /// Node(s) of the policy; repeat for several. Default: the node of the calling CPU.
-    #[arg(long = "node")]
-    nodes: Vec<u32>,
-    /// Memory policy.
-    #[arg(long, default_value = "bind")]
-    policy: MemPolicy,
-    /// Page size: 4k, thp, 2m, 1g or auto.
-    #[arg(long, default_value = "auto")]
-    page_size: PageSize,
-    /// Populate threads (default: the target node's CPUs).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    mem: crate::memory::MemoryArgs,
     /// Charge the host ledger under this VM name before mapping (refused if it does not fit);
     /// the VMM holds the charge until it exits.
     #[arg(long)]
@@ -102,9 +87,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
             socket,
             std::sync::Arc::new(numapin::Ledger::open(path)?),
         );
-        let mut req = numapin::pool::Request::new(a.vm.clone(), a.size, a.page_size);
-        req.nodes = a.nodes.clone();
-        req.policy = a.policy;
+        let req = a.mem.pool_request(a.vm.clone());
         let (fd, record, grant) = client.request_fd(&req)?;
         if !a.quiet {
             eprintln!(
@@ -118,18 +101,12 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         }
         (fd, record, grant.page_size, grant.size)
     } else {
-        let mut b = Reservation::builder(a.size)
-            .policy(a.policy)
-            .page_size(a.page_size)
+        let b = a
+            .mem
+            .builder()
             .shared(true)
             .ledger(std::sync::Arc::new(numapin::Ledger::open(path)?))
             .vm(a.vm.clone());
-        if !a.nodes.is_empty() {
-            b = b.nodes(a.nodes.iter().map(|&n| NodeId(n)));
-        }
-        if let Some(t) = a.threads {
-            b = b.threads(t);
-        }
         let r = crate::reserve::wait_with_progress(b.build_background()?)?;
         if !a.quiet {
             eprint!("{}", r.report());
