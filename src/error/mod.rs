@@ -58,11 +58,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A warm-pool setting is inconsistent (each message names the setting and the fix). Every
-    /// other condition has a variant of its own.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
-
     /// A concrete page size (4k, thp, 2m, 1g) was needed and `auto` was given.
     #[error("{what} needs a concrete page size (4k, thp, 2m or 1g), not auto; resolve it first (ReservationBuilder::preflight returns the page size auto chose)")]
     PageSizeAuto {

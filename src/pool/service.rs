@@ -71,16 +71,13 @@ impl Service {
     ///
     /// # Errors
     /// [`PoolError::Setup`] if the socket cannot be made or another service listens on it;
-    /// [`Error::LedgerNoClass`] for a pool the ledger has no class for; [`Error::InvalidConfig`]
+    /// [`Error::LedgerNoClass`] for a pool the ledger has no class for; [`Error::PageSizeAuto`]
     /// for a pool with a page size that is not concrete.
     pub fn bind(cfg: ServiceConfig) -> Result<Service> {
         use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
         for p in &cfg.pools {
-            let class = class_of(p.page_size).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "pool on node {}: page size must be concrete",
-                    p.node
-                ))
+            let class = class_of(p.page_size).ok_or(Error::PageSizeAuto {
+                what: "a warm pool",
             })?;
             cfg.ledger.class_index(p.node, class)?;
         }

@@ -78,6 +78,10 @@ pub enum CliError {
         /// Why.
         what: String,
     },
+    /// A file or value given on the command line is not what it must be (the message names it
+    /// and says what to give instead).
+    #[error("{0}")]
+    Input(String),
     /// `numapin run` could not start the VMM (the reservation was released).
     #[error("cannot run {command}: {source}; the reservation was released. Check the command's name and PATH")]
     Exec {

@@ -64,9 +64,9 @@ fn group_id(g: &str) -> Result<u32, CliError> {
             (f.next() == Some(g)).then(|| f.nth(1).and_then(|x| x.parse().ok()))?
         })
         .ok_or_else(|| {
-            CliError::Numapin(numapin::Error::InvalidConfig(format!(
+            CliError::Input(format!(
                 "no group {g:?} in /etc/group: give an existing group name or a numeric gid"
-            )))
+            ))
         })
 }
 
@@ -86,10 +86,7 @@ pub fn run(a: &Args) -> Result<(), CliError> {
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path)?;
         let c: ConfigFile = serde_json::from_str(&text).map_err(|e| {
-            CliError::Numapin(numapin::Error::InvalidConfig(format!(
-                "{}: not a pool configuration: {e}",
-                path.display()
-            )))
+            CliError::Input(format!("{}: not a pool configuration: {e}", path.display()))
         })?;
         cfg.pools.extend(c.pools);
     }
@@ -97,13 +94,8 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         let text = std::fs::read_to_string(path)?;
         let plan: serde_json::Value = serde_json::from_str(&text)?;
         let me = numapin::snapshot::HostIdentity::this_host();
-        let pools =
-            numapin::pool::pools_from_holdback(&plan, &me, a.holdback_chunk).map_err(|what| {
-                CliError::Numapin(numapin::Error::InvalidConfig(format!(
-                    "{}: {what}",
-                    path.display()
-                )))
-            })?;
+        let pools = numapin::pool::pools_from_holdback(&plan, &me, a.holdback_chunk)
+            .map_err(|what| CliError::Input(format!("{}: {what}", path.display())))?;
         cfg.pools.extend(pools);
     }
     let pools: Vec<String> = cfg
