@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::Ledger;
-use crate::units::{format_bytes, parse_size, NodeId, PageSize};
+use crate::units::{format_bytes, parse_size, NodeId, PageSize, ParseError};
 
 /// One warm pool: `count` memory files of `chunk` bytes of `page_size` pages on `node`, kept
 /// populated, zeroed and sealed. Written `NODE:PAGE:COUNTxCHUNK`, e.g. `0:2m:8x512MiB`.
@@ -71,33 +71,43 @@ mod page_text {
 }
 
 impl FromStr for PoolTarget {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("bad pool {s:?}: expected NODE:PAGE:COUNTxSIZE, e.g. 0:2m:8x512MiB");
+    type Err = ParseError;
+    fn from_str(s: &str) -> std::result::Result<Self, ParseError> {
+        const SHAPE: &str = "expected NODE:PAGE:COUNTxSIZE, e.g. 0:2m:8x512MiB";
+        let bad = |why: String| {
+            let problem = if why.is_empty() {
+                SHAPE.to_string()
+            } else {
+                format!("{SHAPE}: {why}")
+            };
+            ParseError::malformed("pool", s, problem)
+        };
         let mut it = s.split(':');
         let (Some(n), Some(p), Some(cs), None) = (it.next(), it.next(), it.next(), it.next())
         else {
-            return Err(bad());
+            return Err(bad(String::new()));
         };
-        let node = n.parse::<u32>().map_err(|_| bad())?;
-        let page_size: PageSize = p.parse().map_err(|e| format!("{}: {e}", bad()))?;
+        let node = n
+            .parse::<u32>()
+            .map_err(|_| bad(format!("node {n:?} is not a number")))?;
+        let page_size: PageSize = p.parse().map_err(|e: ParseError| bad(e.to_string()))?;
         if page_size.bytes().is_none() {
-            return Err(format!(
-                "{}: the page size must be concrete (4k, 2m, 1g)",
-                bad()
-            ));
+            return Err(bad("the page size must be concrete (4k, 2m, 1g)".into()));
         }
-        let (c, size) = cs.split_once(['x', 'X']).ok_or_else(bad)?;
-        let count = c.parse::<u32>().map_err(|_| bad())?;
-        let chunk = parse_size(size).map_err(|e| format!("{}: {e}", bad()))?;
+        let (c, size) = cs
+            .split_once(['x', 'X'])
+            .ok_or_else(|| bad(format!("{cs:?} is not COUNTxSIZE")))?;
+        let count = c
+            .parse::<u32>()
+            .map_err(|_| bad(format!("count {c:?} is not a number")))?;
+        let chunk = parse_size(size).map_err(|e| bad(e.to_string()))?;
         let page = page_size.bytes().unwrap_or(4096) as u64;
         if chunk == 0 || chunk % page != 0 {
-            return Err(format!(
-                "{}: {} is not a positive multiple of the page size {}",
-                bad(),
+            return Err(bad(format!(
+                "{} is not a positive multiple of the page size {}",
                 format_bytes(chunk),
                 format_bytes(page)
-            ));
+            )));
         }
         Ok(PoolTarget {
             node: NodeId(node),
@@ -193,7 +203,8 @@ mod tests {
             "0:1g:1x0",
         ] {
             let e = bad.parse::<PoolTarget>().unwrap_err();
-            assert!(e.contains("NODE:PAGE:COUNTxSIZE"), "{bad}: {e}");
+            assert!(e.to_string().contains("NODE:PAGE:COUNTxSIZE"), "{bad}: {e}");
+            assert!(matches!(e, ParseError::Malformed { what: "pool", .. }));
         }
         let j: PoolTarget =
             serde_json::from_str(r#"{"node":0,"page_size":"2m","chunk":"64MiB","count":2}"#)
