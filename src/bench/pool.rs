@@ -201,6 +201,15 @@ pub fn pool_rows(
             }
         }
         wait_warm(&ledger, big, &mut serve)?;
+        if !warm.is_empty() {
+            // The memory handed out above has come back: wait until the service has zeroed
+            // it (at idle priority it runs only when nothing else wants the CPUs), so that the
+            // row measures that zeroing rather than whatever happened to be done by now.
+            serve.wait_for(
+                |s| num(&s, "zeroed_bytes") >= big as f64,
+                Duration::from_secs(120),
+            )?;
+        }
         let st = serve.stats();
         let rezero_gib = num(&st, "zeroed_bytes") / GIB as f64;
         let rezero = rezero_gib / num(&st, "zero_cpu_seconds").max(1e-9);
