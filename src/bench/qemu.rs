@@ -44,6 +44,30 @@ pub(super) fn time_process(cmd: &mut Command, stdin: &[u8]) -> Result<Duration, 
     }
 }
 
+/// Runs two whole-process timings interleaved, A B, B A, A B ..., `reps` counted rounds after
+/// one warm-up round (page cache, pool pages on the outer host), and returns each side's
+/// seconds. On the first failure: which side failed (0 = A, 1 = B) and why.
+pub(super) fn interleaved(
+    reps: usize,
+    mut a: impl FnMut() -> Result<Duration, String>,
+    mut b: impl FnMut() -> Result<Duration, String>,
+) -> Result<(Vec<f64>, Vec<f64>), (usize, String)> {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for rep in 0..=reps {
+        let mut sides = [0, 1];
+        if rep % 2 == 1 {
+            sides.reverse();
+        }
+        for side in sides {
+            let d = if side == 0 { a() } else { b() }.map_err(|e| (side, e))?;
+            if rep > 0 {
+                if side == 0 { &mut ta } else { &mut tb }.push(d.as_secs_f64());
+            }
+        }
+    }
+    Ok((ta, tb))
+}
+
 /// The row, or `None` (with a progress line saying why) when QEMU is not installed or a run
 /// fails.
 pub(super) fn prealloc_row(
@@ -90,38 +114,20 @@ pub(super) fn prealloc_row(
         c
     };
     progress(&format!("qemu_prealloc: {reps} interleaved runs of each"));
-    let (mut n, mut b) = (Vec::new(), Vec::new());
-    for rep in 0..=reps {
-        let mut sides = [0, 1];
-        if rep % 2 == 1 {
-            sides.reverse();
+    let (n, b) = match interleaved(
+        reps,
+        || time_process(&mut numapin_cmd(), b""),
+        || time_process(&mut qemu_cmd(), b"quit\n"),
+    ) {
+        Ok(t) => t,
+        Err((side, e)) => {
+            progress(&format!(
+                "qemu_prealloc row skipped: {} failed: {e}",
+                if side == 0 { "numapin reserve" } else { "qemu" }
+            ));
+            return None;
         }
-        for side in sides {
-            let r = if side == 0 {
-                time_process(&mut numapin_cmd(), b"")
-            } else {
-                time_process(&mut qemu_cmd(), b"quit\n")
-            };
-            match r {
-                // Run 0 of each is the warm-up (page cache, pool pages on the outer host).
-                Ok(d) if rep > 0 => {
-                    if side == 0 {
-                        n.push(d.as_secs_f64())
-                    } else {
-                        b.push(d.as_secs_f64())
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    progress(&format!(
-                        "qemu_prealloc row skipped: {} failed: {e}",
-                        if side == 0 { "numapin reserve" } else { "qemu" }
-                    ));
-                    return None;
-                }
-            }
-        }
-    }
+    };
     Some(Row {
         metric: "qemu_prealloc".into(),
         numapin: median(&n),

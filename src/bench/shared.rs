@@ -247,47 +247,26 @@ pub(super) fn qemu_run_row(
         c
     };
     say(&format!("qemu_on_numapin: {reps} interleaved runs of each"));
-    let (mut n, mut b) = (Vec::new(), Vec::new());
-    let mut failed = None;
-    'reps: for rep in 0..=reps {
-        let mut sides = [0, 1];
-        if rep % 2 == 1 {
-            sides.reverse();
-        }
-        for side in sides {
-            let r = if side == 0 {
-                time_process(&mut numapin_cmd(), b"quit\n")
-            } else {
-                time_process(&mut qemu_cmd(), b"quit\n")
-            };
-            match r {
-                Ok(d) if rep > 0 => {
-                    if side == 0 {
-                        n.push(d.as_secs_f64())
-                    } else {
-                        b.push(d.as_secs_f64())
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(format!(
-                        "qemu_on_numapin row skipped: {} failed: {e}",
-                        if side == 0 {
-                            "numapin run + qemu"
-                        } else {
-                            "qemu"
-                        }
-                    ));
-                    break 'reps;
-                }
-            }
-        }
-    }
+    let timed = super::qemu::interleaved(
+        reps,
+        || time_process(&mut numapin_cmd(), b"quit\n"),
+        || time_process(&mut qemu_cmd(), b"quit\n"),
+    );
     let _ = std::fs::remove_file(&ledger);
-    if let Some(why) = failed {
-        say(&why);
-        return None;
-    }
+    let (n, b) = match timed {
+        Ok(t) => t,
+        Err((side, e)) => {
+            say(&format!(
+                "qemu_on_numapin row skipped: {} failed: {e}",
+                if side == 0 {
+                    "numapin run + qemu"
+                } else {
+                    "qemu"
+                }
+            ));
+            return None;
+        }
+    };
     Some(Row {
         metric: "qemu_on_numapin".into(),
         numapin: median(&n),
