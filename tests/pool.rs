@@ -157,6 +157,7 @@ fn client(
         .env("POOL_LEDGER", ledger)
         .env("POOL_VM", vm)
         .env("POOL_SIZE", size.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -224,10 +225,15 @@ fn client_role() {
         served.grant.source,
         served.grant.notes.join(";")
     );
-    if role == "hold" {
-        loop {
+    match role.as_str() {
+        "hold" => loop {
             std::thread::sleep(Duration::from_secs(1));
+        },
+        // Until the test closes our stdin; then exit normally (the reservation drops).
+        "wait" => {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         }
+        _ => {}
     }
 }
 
@@ -400,6 +406,148 @@ fn memory_is_zeroed_before_anyone_else_gets_it() {
     });
 }
 
+/// Samples the ledger and the hugepage pool side by side on a thread until dropped, and
+/// remembers every sample in which bytes were in use but not charged: the pool's pages (the
+/// same before and after the ledger read, so nothing moved meanwhile) above the reserved
+/// bytes of the 2M class, after reaping as any admission would.
+struct Sampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Sampler {
+    fn start(ledger: &std::path::Path, used0: u64) -> Sampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = Ledger::open(ledger).unwrap();
+        let s = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let (mut n, mut bad) = (0, Vec::new());
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let p1 = used_pages();
+                l.reap().unwrap();
+                let snap = l.snapshot_no_reap().unwrap();
+                let p2 = used_pages();
+                let reserved = snap.nodes[0]
+                    .classes
+                    .iter()
+                    .find(|c| c.page_size_bytes == 2 * MIB)
+                    .unwrap()
+                    .reserved_bytes;
+                if p1 == p2 {
+                    n += 1;
+                    let in_use = (p1 - used0) * 2 * MIB;
+                    if reserved < in_use {
+                        let vms: Vec<_> = snap.vms.iter().map(|v| v.name.clone()).collect();
+                        bad.push(format!(
+                            "{} MiB in use, {} MiB charged; records {vms:?}",
+                            in_use / MIB,
+                            reserved / MIB
+                        ));
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            (n, bad)
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; (samples taken, samples with memory in use that was not charged).
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn returned_memory_stays_charged_while_it_is_taken_back_and_zeroed() {
+    if !need(
+        is_root(),
+        "the service test needs root (hugepages, /proc of every process)",
+    ) {
+        return;
+    }
+    let _lock = pools_exclusive();
+    if !need(
+        free_pages(0, 2048) >= 256,
+        "node 0 needs 256 free 2M hugepages",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("pool-return");
+    let ledger = dir.0.join("ledger");
+    let used0 = used_pages();
+    let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:2x128MiB"]);
+    let stats = || std::fs::read_to_string(dir.0.join("stats.json")).unwrap_or_default();
+    let settled = |held: u64| {
+        // Two warm chunks (the pool's target) plus what clients hold, every page charged.
+        eventually("the pool settled, every page charged", || {
+            let (reserved, vms) = ledger_state(&ledger);
+            warm_bytes(&vms) == 256 * MIB
+                && reserved == 256 * MIB + held
+                && (used_pages() - used0) * 2 * MIB == reserved
+        });
+    };
+    settled(0);
+    for (round, how) in ["SIGKILL", "exit"].into_iter().enumerate() {
+        let mut c = client(&svc.socket, &ledger, "vm-back", 128 * MIB, "wait");
+        let got = wait_ready(&mut c);
+        assert!(got.starts_with("Warm"), "{got}");
+        settled(128 * MIB); // the service refilled behind the hand-out
+        let sampler = Sampler::start(&ledger, used0);
+        if how == "SIGKILL" {
+            c.kill().unwrap();
+        } else {
+            drop(c.stdin.take()); // the client returns and drops its reservation
+        }
+        assert!(c.wait().is_ok());
+        eventually("the chunk taken back and zeroed", || {
+            stats().contains(&format!(
+                "\"zeroed_bytes\":{}",
+                (round as u64 + 1) * 128 * MIB
+            ))
+        });
+        settled(0);
+        let (n, bad) = sampler.finish();
+        assert!(n > 10, "only {n} stable samples");
+        assert!(
+            bad.is_empty(),
+            "after a client's {how}, memory was in use but not charged in {} of {n} samples: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+    }
+
+    // The service dies while a client holds warm memory: the client keeps it and its charge;
+    // when the client then exits normally, its charge is released at once (no reaper needed).
+    let mut c = client(&svc.socket, &ledger, "vm-orphan", 128 * MIB, "wait");
+    assert!(wait_ready(&mut c).starts_with("Warm"));
+    svc.kill();
+    eventually("the warm charge reaped, the client's kept", || {
+        let (reserved, vms) = ledger_state(&ledger);
+        reserved == 128 * MIB && warm_bytes(&vms) == 0 && used_pages() - used0 == 64
+    });
+    drop(c.stdin.take());
+    assert!(c.wait().unwrap().success());
+    let l = Ledger::open(&ledger).unwrap();
+    let left = l.snapshot_no_reap().unwrap();
+    assert!(
+        left.vms.is_empty(),
+        "records left for a reaper: {:?}",
+        left.vms
+    );
+    assert_eq!(used_pages(), used0, "pages left behind");
+}
+
 /// A small xorshift generator (seed printed, so a failing round can be replayed).
 struct Rng(u64);
 impl Rng {
@@ -446,6 +594,7 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         // The same socket and ledger every round: a SIGKILLed service leaves a stale socket
         // the next one replaces.
         let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:2x8MiB"]);
+        let sampler = Sampler::start(&ledger, used0);
         let mut clients = Clients(Vec::new());
         for i in 0..8 {
             // Warm-sized or not (cold), killed at a random moment or left running.
@@ -493,6 +642,13 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         eventually(
             &format!("round {round}: the service's charge reaped"),
             || ledger_state(&ledger).0 == 0 && used_pages() == used0,
+        );
+        let (n, bad) = sampler.finish();
+        assert!(
+            bad.is_empty(),
+            "round {round} (seed {seed}): memory in use but not charged in {} of {n} samples: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
         );
     }
     assert!(

@@ -63,6 +63,86 @@ impl Handover {
     pub fn take_back(self, ledger: &Arc<Ledger>) -> Result<VmRecord> {
         ledger.take_over(self.slot, self.owner, self.lock)
     }
+
+    /// Takes back a record that was sent and taken over by another process, through the copy
+    /// of the lock's descriptor this process kept: the receiver may have changed the owner
+    /// word (it did, when it took the record over), so the slot's current one is taken over.
+    /// Call it only once the receiver is done with the record (it handed it back on drop, see
+    /// [`VmRecord::hand_back_on_drop`], or died): [`Handover::held_elsewhere`] says so. While
+    /// this copy is open the record can be neither reaped nor freed by anyone but a holder,
+    /// so the charges never leave the slot between the receiver and this call.
+    ///
+    /// Returns `None` if a holder freed the record meanwhile (released its charges itself):
+    /// the copy is closed then, and the slot is free for others again.
+    ///
+    /// # Errors
+    /// As [`Ledger::take_over`].
+    pub fn reclaim(self, ledger: &Arc<Ledger>) -> Result<Option<VmRecord>> {
+        let o = ledger
+            .table
+            .owner(self.slot as usize)
+            .map_err(|b| ledger.bad(b))?;
+        if o == 0 {
+            return Ok(None);
+        }
+        ledger.take_over(self.slot, o, self.lock).map(Some)
+    }
+
+    /// Whether a process other than this one holds a descriptor of the record's lock
+    /// description (a receiver still holding the record, or a program it passed it to): scans
+    /// `/proc/*/fd` for the ledger file and each match's `fdinfo` for this slot's OFD lock.
+    /// A process whose descriptors cannot be read (another user's, when not root) counts as
+    /// holding it: taking a record back from under a live holder would let two processes
+    /// write one slot.
+    pub fn held_elsewhere(&self, ledger: &Ledger) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(st) = rustix::fs::fstat(&self.lock) else {
+            return true;
+        };
+        let off = ledger.lock_offset(self.slot as usize);
+        let me = std::process::id();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return true;
+        };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let fds = match std::fs::read_dir(p.path().join("fd")) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return true,
+                Err(_) => continue, // exited meanwhile
+            };
+            for f in fds.flatten() {
+                if !std::fs::metadata(f.path())
+                    .is_ok_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino)
+                {
+                    continue;
+                }
+                let info = p.path().join("fdinfo").join(f.file_name());
+                let Ok(info) = std::fs::read_to_string(info) else {
+                    continue;
+                };
+                if info.lines().any(|l| ofd_lock_at(l, off)) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Whether an `fdinfo` line is an OFD lock starting at byte `off`
+/// (`lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:1234 4096 4096`).
+fn ofd_lock_at(line: &str, off: u64) -> bool {
+    let Some(rest) = line.strip_prefix("lock:") else {
+        return false;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(1) == Some(&"OFDLCK") && f.len() >= 2 && f[f.len() - 2].parse() == Ok(off)
 }
 
 impl VmRecord {
@@ -181,6 +261,7 @@ impl Ledger {
                 seq,
                 lanes,
                 beacon: Some(beacon),
+                hand_back: false,
             }),
             Err(b) => {
                 // Leave the record as it was found, for the reaper.
@@ -210,6 +291,15 @@ impl Ledger {
 }
 
 impl VmRecord {
+    /// Makes dropping this record leave its charges in the slot instead of releasing them,
+    /// for the other holder of its lock's description to take back ([`Handover::reclaim`]):
+    /// the warm-pool service keeps a copy of every record it hands out, so the memory a client
+    /// gives back stays charged until the service has it again. If no other holder is left
+    /// (the service died), the record is reaped at once by the drop, as if released.
+    pub fn hand_back_on_drop(&mut self) {
+        self.hand_back = true;
+    }
+
     /// Renames this record (its holder may).
     ///
     /// # Errors
@@ -275,6 +365,81 @@ mod tests {
             std::fs::File::open("/dev/null").unwrap().into(),
         );
         assert!(matches!(e, Err(Error::HandoverRefused { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn fdinfo_lock_lines_are_matched_by_offset() {
+        let l = "lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:10010626 4096 4096";
+        assert!(ofd_lock_at(l, 4096));
+        assert!(!ofd_lock_at(l, 0));
+        assert!(!ofd_lock_at(
+            "lock:\t1: POSIX  ADVISORY  WRITE 77 fe:00:10010626 4096 4096",
+            4096
+        ));
+        assert!(!ofd_lock_at("pos:\t4096", 4096));
+    }
+
+    /// A record handed back on drop keeps its charge while another holder of the lock's
+    /// description lives (here a child process that inherited it), the copy left behind sees
+    /// that holder, and reclaims the record once it is gone.
+    #[test]
+    fn a_record_handed_back_stays_charged_and_is_reclaimed_through_the_kept_copy() {
+        let l = ledger(); // a memfd: /proc shows its descriptors like any file's
+        let mut r = l.vm("warm").unwrap();
+        r.try_charge(NodeId(0), 2 << 20, 64 << 20).unwrap();
+        let h = r.hand_over("vm-1").unwrap();
+        // The receiver: takes the record over through its own descriptor of the description.
+        let mut taken = l
+            .take_over(
+                h.slot(),
+                h.owner(),
+                h.lock_fd().try_clone_to_owned().unwrap(),
+            )
+            .unwrap();
+        taken.hand_back_on_drop();
+        // A process that inherited the description (as an `exec`ed VMM does).
+        let inherited = h.lock_fd().try_clone_to_owned().unwrap();
+        crate::sys::set_cloexec(inherited.as_fd(), false).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        drop(inherited);
+        drop(taken);
+        assert_eq!(l.reap().unwrap(), 0, "held by the copies: not dead");
+        assert_eq!(reserved(&l), 64 << 20, "handed back, not released");
+        let t0 = std::time::Instant::now();
+        while !h.held_elsewhere(&l) {
+            // /proc of a just-spawned child may not list its fds yet.
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "the child's descriptor was not seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!h.held_elsewhere(&l));
+        let mut back = h.reclaim(&l).unwrap().expect("still charged");
+        assert_eq!(back.total(), 64 << 20);
+        back.rename("warm").unwrap();
+        drop(back);
+        assert_eq!(reserved(&l), 0);
+    }
+
+    #[test]
+    fn a_record_handed_back_with_nobody_left_is_released_at_once() {
+        let l = ledger();
+        let mut r = l.vm("warm").unwrap();
+        r.try_charge(NodeId(0), 2 << 20, 16 << 20).unwrap();
+        let h = r.hand_over("vm-1").unwrap();
+        let lock = h.lock_fd().try_clone_to_owned().unwrap();
+        let mut taken = l.take_over(h.slot(), h.owner(), lock).unwrap();
+        taken.hand_back_on_drop();
+        drop(h); // the sender died
+        drop(taken);
+        assert_eq!(reserved(&l), 0, "no reaper needed");
+        assert!(l.snapshot_no_reap().unwrap().vms.is_empty());
     }
 
     #[test]

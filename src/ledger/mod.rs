@@ -342,6 +342,7 @@ impl Ledger {
                     seq,
                     lanes,
                     beacon: Some(beacon),
+                    hand_back: false,
                 };
                 // A free slot should hold no charge; if a corrupted one does, give it back.
                 if ch.lanes.iter().any(|l| l.charged != 0) {

@@ -29,7 +29,7 @@ impl Ledger {
         Ok(n)
     }
 
-    fn reap_slot(&self, s: usize, me: u64) -> Result<bool> {
+    pub(super) fn reap_slot(&self, s: usize, me: u64) -> Result<bool> {
         let t = &self.table;
         let bad = |b| self.bad(b);
         if t.owner(s).map_err(bad)? == 0 {

@@ -28,6 +28,9 @@ pub struct VmRecord {
     /// The slot's lock (see `owner.rs`), held for as long as this record; `None` only after a
     /// simulated death (test seams).
     pub(super) beacon: Option<Beacon>,
+    /// Drop leaves the charges to the other holder of the lock's description instead of
+    /// releasing them (see [`VmRecord::hand_back_on_drop`]).
+    pub(super) hand_back: bool,
 }
 
 impl VmRecord {
@@ -304,6 +307,17 @@ impl Drop for VmRecord {
         // its lock (nobody else may claim or reap it); if a hostile writer changed the owner
         // word anyway, leave the slot alone rather than write into someone else's record.
         if self.ledger.table.owner(self.slot).ok() != Some(self.owner) {
+            return;
+        }
+        if self.hand_back {
+            // The charges stay in the slot for whoever else holds the lock's description (the
+            // sender keeps a copy and takes the record back). If nobody does, the record is
+            // dead the moment our descriptor closes: settle it now rather than at the next
+            // reap. The reaper takes the lock first, so this cannot race the other holder.
+            drop(self.beacon.take());
+            if let Ok(me) = super::owner::current_owner() {
+                let _ = self.ledger.reap_slot(self.slot, me);
+            }
             return;
         }
         // Errors mean a corrupted ledger; nothing better to do in drop than leave the record to

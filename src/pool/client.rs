@@ -21,7 +21,9 @@ pub struct PoolClient {
 }
 
 /// Memory from the service, adopted: mapped shared, placement verified, its ledger record held
-/// by this process (released when the reservation drops).
+/// by this process. When the reservation drops, memory from a warm pool goes back to the
+/// service with its charge (the service takes the record back: the bytes stay counted while
+/// they are zeroed); a cold reservation's charge is released with its memory.
 #[derive(Debug)]
 pub struct Served {
     /// The adopted memory (use [`Reservation::as_fd`] to pass it on, or build a vm-memory
@@ -72,7 +74,9 @@ impl PoolClient {
 
     /// Asks for memory and takes over its ledger record, without mapping it: the sealed memory
     /// file (its descriptor keeps the memory out of the pool until it and every mapping of it
-    /// are gone), the record (hold it as long as the memory), and the service's grant.
+    /// are gone), the record (hold it as long as the memory), and the service's grant. A warm
+    /// grant's record is marked [`VmRecord::hand_back_on_drop`]: dropping it leaves its charge
+    /// for the service, which takes it back with the memory once neither is held any more.
     ///
     /// # Errors
     /// [`PoolError`] (as [`crate::Error::Pool`]) for connection, protocol and refusals;
@@ -119,7 +123,12 @@ impl PoolClient {
                 .protocol("a grant must carry exactly two descriptors (memory, record)".into())
                 .into());
         };
-        let record = self.ledger.take_over(grant.slot, grant.owner, lock)?;
+        let mut record = self.ledger.take_over(grant.slot, grant.owner, lock)?;
+        if grant.source == super::Source::Warm {
+            // The service keeps warm memory and a copy of the record's lock: when this record
+            // drops, its charge stays for the service to take back with the memory.
+            record.hand_back_on_drop();
+        }
         Ok((memfd, record, grant))
     }
 

@@ -18,8 +18,11 @@
 //! - **Getting it back**: each handed-out memory file gets a new open file description with an
 //!   OFD lock on its first byte; the client's descriptors and mappings keep that description
 //!   (and the lock) alive, so the lock drops exactly when the client is done with the memory.
-//!   The service then checks `/proc` that no process still maps or holds the file, zeroes it
-//!   at idle priority on the node's CPUs, charges it to itself again and puts it back.
+//!   The service then checks `/proc` that no process still maps or holds the file, takes the
+//!   record back (it kept a copy of the record's lock description, so the record was never
+//!   reaped; the client's drop hands it back, [`crate::ledger::VmRecord::hand_back_on_drop`]),
+//!   zeroes the memory at idle priority on the node's CPUs and puts it back warm: the bytes
+//!   stay charged from the hand-out to the next one.
 //! - **Ledger**: warm memory is charged to records named [`WARM_NAME`] held by the service;
 //!   `numapin status` shows them per node and class. If the service dies, its records die with
 //!   it (reaped like any other), and clients keep theirs.

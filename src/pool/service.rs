@@ -12,19 +12,23 @@ use super::{
     zero, PoolError, PoolTarget, ServiceConfig, ServiceStats, PROTOCOL_VERSION, WARM_NAME,
 };
 use crate::error::{Error, Result};
-use crate::ledger::{class_of, Ledger, VmRecord};
+use crate::ledger::{class_of, Handover, Ledger, VmRecord};
 use crate::reservation::{MemPolicy, Reservation};
 use crate::units::{format_bytes, NodeId};
 
 enum State {
     /// Zeroed, charged to the service.
     Warm(VmRecord),
-    /// Handed out; the client's description of the file holds the file's lock.
-    Out,
+    /// Handed out; the client's description of the file holds the file's lock. The service
+    /// keeps a copy of the record's lock description ([`Handover`]): the record cannot be
+    /// reaped while the service lives, so the charge stays in the slot until the service takes
+    /// it back (`None` only if the record was lost while handing out).
+    Out(Option<Handover>),
     /// Being handed out by a connection thread.
     Busy,
-    /// Given back by its client; to be zeroed by the background thread.
-    Returned,
+    /// Given back by its client: its record taken back (charged to the service again, or
+    /// `None` if it must be charged anew); to be zeroed by the background thread.
+    Returned(Option<VmRecord>),
 }
 
 struct Chunk {
@@ -382,7 +386,7 @@ impl Inner {
             Err(e) => {
                 // The record is gone (dropped inside): the file goes back as dirty memory.
                 eprintln!("numapin serve: hand over: {e}");
-                self.set_state(raw, State::Out);
+                self.set_state(raw, State::Out(None));
                 return false;
             }
         };
@@ -401,7 +405,9 @@ impl Inner {
             )],
         });
         if self.send(conn, &grant, &[theirs.as_fd(), h.lock_fd()]) {
-            self.set_state(raw, State::Out);
+            // Keep our copy of the lock's description: the client hands the record back to it
+            // (or dies holding it) and the charge never leaves the slot.
+            self.set_state(raw, State::Out(Some(h)));
             self.stat(|s| s.warm_served += 1);
             return true;
         }
@@ -414,7 +420,7 @@ impl Inner {
             }
             Err(e) => {
                 eprintln!("numapin serve: take back a record after a failed send: {e}");
-                self.set_state(raw, State::Out);
+                self.set_state(raw, State::Out(None));
             }
         }
         true
@@ -423,7 +429,7 @@ impl Inner {
     fn set_state(&self, raw: i32, state: State) {
         let mut chunks = self.chunks();
         if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
-            if matches!(state, State::Out) {
+            if matches!(state, State::Out(_)) {
                 c.generation += 1;
             }
             c.state = state;
@@ -509,16 +515,18 @@ impl Inner {
         }
     }
 
-    /// Marks handed-out chunks whose client is done (the file's lock dropped and no process
-    /// holds or maps the file) as ready to be zeroed.
+    /// Takes back handed-out chunks whose client is done: the file's lock dropped, no process
+    /// holds or maps the file, and no process holds the record's lock description any more.
+    /// The record is taken back there and then (renamed to the service's), so the charge never
+    /// leaves its slot; the chunk is then ready to be zeroed.
     fn collect_returns(&self) {
         // Probe the locks under the chunks' lock (cheap), scan /proc without it (slow: it must
-        // not hold up hand-outs).
+        // not hold up hand-outs). Only this thread touches chunks that are out.
         let candidates: Vec<(i32, OwnedFd)> = {
             let chunks = self.chunks();
             chunks
                 .iter()
-                .filter(|c| matches!(c.state, State::Out))
+                .filter(|c| matches!(c.state, State::Out(_)))
                 .filter(|c| !crate::sys::ofd_is_locked(c.file.as_fd(), 0, 1).unwrap_or(true))
                 .filter_map(|c| c.file.try_clone().ok().map(|f| (c.file.as_raw_fd(), f)))
                 .collect()
@@ -528,28 +536,85 @@ impl Inner {
                 self.stat(|s| s.deferred += 1);
                 continue;
             }
+            let Some((h, target)) = self.take_out(raw) else {
+                continue;
+            };
+            let rec = match h {
+                Some(h) if h.held_elsewhere(self.ledger()) => {
+                    // The memory is back but some process still holds its record: wait until
+                    // it lets go (or dies) rather than write a slot it may still write.
+                    self.set_state(raw, State::Out(Some(h)));
+                    self.stat(|s| s.deferred += 1);
+                    continue;
+                }
+                Some(h) => match h.reclaim(self.ledger()) {
+                    Ok(Some(rec)) => self.as_warm_record(rec, target),
+                    Ok(None) => None,
+                    Err(e) => {
+                        eprintln!("numapin serve: take back a returned record: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
             let mut chunks = self.chunks();
-            if let Some(c) = chunks
-                .iter_mut()
-                .find(|c| c.file.as_raw_fd() == raw && matches!(c.state, State::Out))
-            {
-                c.state = State::Returned;
-                self.stat(|s| s.returned += 1);
+            if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
+                c.state = State::Returned(rec);
             }
+            self.stat(|s| s.returned += 1);
         }
     }
 
-    /// Zeroes one returned chunk (on the node's CPUs, at idle priority) and charges it to
-    /// the service again.
+    /// Takes a handed-out chunk's [`Handover`] out of its state (marking it busy).
+    fn take_out(&self, raw: i32) -> Option<(Option<Handover>, usize)> {
+        let mut chunks = self.chunks();
+        let c = chunks
+            .iter_mut()
+            .find(|c| c.file.as_raw_fd() == raw && matches!(c.state, State::Out(_)))?;
+        let State::Out(h) = std::mem::replace(&mut c.state, State::Busy) else {
+            unreachable!("matched Out")
+        };
+        Some((h, c.target))
+    }
+
+    /// A record taken back, made the service's again: renamed, and holding exactly the chunk's
+    /// charge (a client may have charged or released through it; then it is settled anew).
+    fn as_warm_record(&self, mut rec: VmRecord, target: usize) -> Option<VmRecord> {
+        let p = &self.cfg.pools[target];
+        let class = class_of(p.page_size).unwrap_or(4096);
+        if rec.rename(WARM_NAME).is_err() {
+            return None;
+        }
+        if rec.total() != p.chunk || rec.charged(p.node, class) != p.chunk {
+            eprintln!(
+                "numapin serve: a returned record holds {} (the chunk is {}); charging it anew",
+                format_bytes(rec.total()),
+                format_bytes(p.chunk)
+            );
+            return None;
+        }
+        rec.set_populated(p.chunk);
+        Some(rec)
+    }
+
+    /// Zeroes one returned chunk (on the node's CPUs, at idle priority) and puts it back warm.
+    /// Its charge is the service's throughout (taken back before zeroing).
     fn recycle_one(&self) {
         let picked = {
-            let chunks = self.chunks();
+            let mut chunks = self.chunks();
             chunks
-                .iter()
-                .find(|c| matches!(c.state, State::Returned))
-                .map(|c| (c.file.as_raw_fd(), c.target))
+                .iter_mut()
+                .find(|c| matches!(c.state, State::Returned(_)))
+                .map(|c| {
+                    let State::Returned(rec) = std::mem::replace(&mut c.state, State::Busy) else {
+                        unreachable!("matched Returned")
+                    };
+                    (c.file.as_raw_fd(), c.target, rec)
+                })
         };
-        let Some((raw, target)) = picked else { return };
+        let Some((raw, target, rec)) = picked else {
+            return;
+        };
         let p = self.cfg.pools[target].clone();
         let cpus = &self.cpus[target];
         let saved = crate::sys::affinity().ok();
@@ -578,17 +643,26 @@ impl Inner {
                     "numapin serve: zeroing a returned chunk failed ({other:?}); dropping it"
                 );
                 self.remove(raw);
-                return;
+                return; // `rec` drops here: its charge goes with the memory
             }
         }
-        // Settle the client's dead record first, so the bytes are not counted twice.
-        let _ = self.ledger().reap();
-        match self.ledger().vm(WARM_NAME).and_then(|mut r| {
-            r.try_charge(p.node, class_of(p.page_size).unwrap_or(4096), p.chunk)
-                .map(|()| r)
-        }) {
+        let rec = match rec {
+            Some(rec) => Ok(rec),
+            // The record was lost or freed by its holder: settle any dead one first, so the
+            // bytes are not counted twice, then charge the chunk anew.
+            None => {
+                let _ = self.ledger().reap();
+                self.ledger().vm(WARM_NAME).and_then(|mut r| {
+                    r.try_charge(p.node, class_of(p.page_size).unwrap_or(4096), p.chunk)
+                        .map(|()| {
+                            r.set_populated(p.chunk);
+                            r
+                        })
+                })
+            }
+        };
+        match rec {
             Ok(rec) => {
-                rec.set_populated(p.chunk);
                 let mut chunks = self.chunks();
                 if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
                     c.state = State::Warm(rec);
@@ -617,7 +691,7 @@ impl Inner {
             let mut chunks = self.chunks();
             let held = chunks
                 .iter()
-                .filter(|c| c.target == t && !matches!(c.state, State::Out))
+                .filter(|c| c.target == t && !matches!(c.state, State::Out(_)))
                 .count();
             let mut excess = held.saturating_sub(p.count as usize);
             while excess > 0 {
@@ -644,7 +718,7 @@ impl Inner {
             self.cfg.pools.iter().enumerate().find(|(t, p)| {
                 chunks
                     .iter()
-                    .filter(|c| c.target == *t && !matches!(c.state, State::Out))
+                    .filter(|c| c.target == *t && !matches!(c.state, State::Out(_)))
                     .count()
                     < p.count as usize
             })

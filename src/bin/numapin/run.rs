@@ -132,7 +132,8 @@ pub fn run(a: &Args) -> Result<(), CliError> {
         .env("NUMAPIN_PAGE_SIZE", page_size.to_string());
     // Last before the exec, so that no process forked meanwhile holds the record's lock.
     record.keep_across_exec()?;
-    // exec returns only on failure: then `record` and `fd` drop here (refund, free the pages).
+    // exec returns only on failure: then `record` and `fd` drop here (refund and free the pages,
+    // or hand both back to the service for warm memory).
     let e = c.exec();
     drop(record);
     drop(fd);
