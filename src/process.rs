@@ -1,6 +1,6 @@
 //! Safe questions about the calling process and thread: the CPUs it may run on (and pinning the
-//! calling thread to some of them), its memlock limit and capability, and the kernel it runs
-//! on. The raw system calls behind them stay in the crate's private `sys` module;
+//! calling thread to some of them), its memlock limit and capability, the kernel it runs
+//! on, and the other processes it can see in `/proc`. The raw system calls behind them stay in the crate's private `sys` module;
 //! [`crate::HostFacts`] gathers all of this for a preflight at once.
 
 use crate::error::{Error, Result};
@@ -49,4 +49,16 @@ pub fn locked_bytes() -> u64 {
 #[doc(alias = "uname")]
 pub fn kernel_release() -> String {
     sys::kernel_release()
+}
+
+/// The `/proc/PID` directories of every process but this one (those of this process's pid
+/// namespace), for the scans that find who still holds a file; `None` if `/proc` cannot be
+/// read.
+pub(crate) fn other_processes() -> Option<impl Iterator<Item = std::path::PathBuf>> {
+    let me = std::process::id();
+    let procs = std::fs::read_dir("/proc").ok()?;
+    Some(procs.flatten().filter_map(move |p| {
+        let pid = p.file_name().to_str()?.parse::<u32>().ok()?;
+        (pid != me).then(|| p.path())
+    }))
 }

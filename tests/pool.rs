@@ -141,6 +141,23 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// What every service test needs: root, the hugepage pools to itself, `pages` free 2M pages on
+/// node 0. `None` (the reason printed; a failure under `NUMAPIN_REQUIRE_PRIVILEGED`) if not.
+fn service_test(pages: u64) -> Option<common::PoolLock> {
+    if !need(
+        is_root(),
+        "the service test needs root (hugepages, /proc of every process)",
+    ) {
+        return None;
+    }
+    let lock = pools_exclusive();
+    need(
+        free_pages(0, 2048) >= pages,
+        &format!("node 0 needs {pages} free 2M hugepages"),
+    )
+    .then_some(lock)
+}
+
 /// A client process: this test binary re-run as `client_role` with its task in the
 /// environment. It prints `READY <source> <notes>` once it holds the memory.
 fn client(
@@ -239,19 +256,9 @@ fn client_role() {
 
 #[test]
 fn sixteen_racing_clients_kills_of_both_sides_ledger_exact_nothing_leaked() {
-    if !need(
-        is_root(),
-        "the service test needs root (hugepages, /proc of every process)",
-    ) {
+    let Some(_lock) = service_test(512) else {
         return;
-    }
-    let _lock = pools_exclusive();
-    if !need(
-        free_pages(0, 2048) >= 512,
-        "node 0 needs 512 free 2M hugepages",
-    ) {
-        return;
-    }
+    };
     let dir = TempDir::new("pool");
     let ledger = dir.0.join("ledger");
     let used0 = used_pages();
@@ -356,19 +363,9 @@ fn sixteen_racing_clients_kills_of_both_sides_ledger_exact_nothing_leaked() {
 
 #[test]
 fn memory_is_zeroed_before_anyone_else_gets_it() {
-    if !need(
-        is_root(),
-        "the service test needs root (hugepages, /proc of every process)",
-    ) {
+    let Some(_lock) = service_test(64) else {
         return;
-    }
-    let _lock = pools_exclusive();
-    if !need(
-        free_pages(0, 2048) >= 64,
-        "node 0 needs 64 free 2M hugepages",
-    ) {
-        return;
-    }
+    };
     let dir = TempDir::new("pool-zero");
     let ledger = dir.0.join("ledger");
     let used0 = used_pages();
@@ -470,19 +467,9 @@ impl Drop for Sampler {
 
 #[test]
 fn returned_memory_stays_charged_while_it_is_taken_back_and_zeroed() {
-    if !need(
-        is_root(),
-        "the service test needs root (hugepages, /proc of every process)",
-    ) {
+    let Some(_lock) = service_test(256) else {
         return;
-    }
-    let _lock = pools_exclusive();
-    if !need(
-        free_pages(0, 2048) >= 256,
-        "node 0 needs 256 free 2M hugepages",
-    ) {
-        return;
-    }
+    };
     let dir = TempDir::new("pool-return");
     let ledger = dir.0.join("ledger");
     let used0 = used_pages();
@@ -561,19 +548,9 @@ impl Rng {
 
 #[test]
 fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
-    if !need(
-        is_root(),
-        "the service test needs root (hugepages, /proc of every process)",
-    ) {
+    let Some(_lock) = service_test(256) else {
         return;
-    }
-    let _lock = pools_exclusive();
-    if !need(
-        free_pages(0, 2048) >= 256,
-        "node 0 needs 256 free 2M hugepages",
-    ) {
-        return;
-    }
+    };
     let seed = std::env::var("POOL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

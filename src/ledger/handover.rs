@@ -100,18 +100,11 @@ impl Handover {
             return true;
         };
         let off = ledger.lock_offset(self.slot as usize);
-        let me = std::process::id();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
+        let Some(procs) = crate::process::other_processes() else {
             return true;
         };
-        for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let fds = match std::fs::read_dir(p.path().join("fd")) {
+        for p in procs {
+            let fds = match std::fs::read_dir(p.join("fd")) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return true,
                 Err(_) => continue, // exited meanwhile
@@ -122,7 +115,7 @@ impl Handover {
                 {
                     continue;
                 }
-                let info = p.path().join("fdinfo").join(f.file_name());
+                let info = p.join("fdinfo").join(f.file_name());
                 let Ok(info) = std::fs::read_to_string(info) else {
                     continue;
                 };

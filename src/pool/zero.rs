@@ -68,18 +68,10 @@ pub(crate) fn held_elsewhere(fd: BorrowedFd<'_>) -> bool {
         return true;
     };
     let ino = st.st_ino;
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    let Some(procs) = crate::process::other_processes() else {
         return true;
     };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let base = p.path();
+    for base in procs {
         if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
             for f in fds.flatten() {
                 let Ok(link) = std::fs::read_link(f.path()) else {
