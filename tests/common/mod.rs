@@ -65,22 +65,67 @@ pub fn free_pages(node: u32, kib: u64) -> u64 {
 /// concurrent `cargo test` runs on the same machine (pools are host-wide) serialize through it.
 pub struct PoolLock(#[allow(dead_code)] File);
 
+const POOL_LOCK: &str = "/tmp/numapin-test-hugepages.lock";
+
+/// How long a test waits for the pool lock before it fails, naming the last holder: a hung
+/// test holding it would otherwise stall every other test until CI's own timeout. Seconds,
+/// `$NUMAPIN_TEST_POOL_LOCK_WAIT` or 600.
+fn pool_lock_patience() -> std::time::Duration {
+    let s = std::env::var("NUMAPIN_TEST_POOL_LOCK_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    std::time::Duration::from_secs(s)
+}
+
 fn pool_lock(exclusive: bool) -> PoolLock {
+    use rustix::fs::FlockOperation as Op;
+    use std::os::unix::fs::FileExt;
     let f = File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
-        .open("/tmp/numapin-test-hugepages.lock")
+        .open(POOL_LOCK)
         .expect("open the pool lock file");
-    use std::os::fd::AsRawFd;
     let op = if exclusive {
-        libc::LOCK_EX
+        Op::NonBlockingLockExclusive
     } else {
-        libc::LOCK_SH
+        Op::NonBlockingLockShared
     };
-    // SAFETY: flock on a descriptor we own; the lock is released when the file is closed.
-    let r = unsafe { libc::flock(f.as_raw_fd(), op) };
-    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    let (t0, patience) = (std::time::Instant::now(), pool_lock_patience());
+    loop {
+        match rustix::fs::flock(&f, op) {
+            Ok(()) => break,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+            Err(e) => panic!("flock {POOL_LOCK}: {e}"),
+        }
+        if t0.elapsed() > patience {
+            let holder = std::fs::read_to_string(POOL_LOCK)
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| "a process that did not say".into());
+            panic!(
+                "waited {patience:?} for the hugepage pool lock {POOL_LOCK}; last taken by {}: a hung test? (`fuser -v {POOL_LOCK}` names the holders)",
+                holder.trim()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Who took it (best effort: shared holders overwrite each other), for the message above.
+    let me = format!(
+        "pid {} ({}, thread {:?})\n",
+        std::process::id(),
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default(),
+        std::thread::current().name().unwrap_or("?")
+    );
+    if exclusive {
+        let _ = f.set_len(0);
+    }
+    let _ = f.write_at(me.as_bytes(), 0);
     PoolLock(f)
 }
 
