@@ -136,6 +136,17 @@ pub struct VmReservation {
 /// failover included), not as a VM.
 pub const WARM_VM_NAME: &str = "numapin-serve:warm";
 
+/// The name of the ledger records holding memory `numapin serve` is zeroing before it can hand
+/// it out: a refill the kernel is populating, or memory taken back from a VM (warm within
+/// moments: the planner counts it as free too).
+pub const ZEROING_VM_NAME: &str = "numapin-serve:zeroing";
+
+/// Whether a ledger record holds `numapin serve`'s own memory (warm, or being zeroed) rather
+/// than a VM's.
+pub fn is_pool_memory(vm_name: &str) -> bool {
+    vm_name == WARM_VM_NAME || vm_name == ZEROING_VM_NAME
+}
+
 /// The margin of the right-size rule over the guest's peak: 25% (250,000 parts per million).
 ///
 /// One rule serves `numapin status` (its hint and the `numapin_vm_right_size_bytes` metric) and

@@ -383,8 +383,9 @@ fn memory_is_zeroed_before_anyone_else_gets_it() {
     // Its chunk comes back, is zeroed, and (the pool holds one) is the one kept.
     eventually("A's chunk recycled", || {
         let stats = stats();
-        eprintln!("{stats}");
-        stats.contains("\"returned\":1") && warm_bytes(&ledger_state(&ledger).1) == 32 * MIB
+        stats.contains("\"returned\":1")
+            && stats.contains(&format!("\"zeroed_bytes\":{}", 32 * MIB))
+            && warm_bytes(&ledger_state(&ledger).1) == 32 * MIB
     });
     // B gets A's chunk and scans every byte.
     let mut b = client(&svc.socket, &ledger, "b", 32 * MIB, "scan");
@@ -407,6 +408,11 @@ fn memory_is_zeroed_before_anyone_else_gets_it() {
 /// remembers every sample in which bytes were in use but not charged: the pool's pages (the
 /// same before and after the ledger read, so nothing moved meanwhile) above the reserved
 /// bytes of the 2M class, after reaping as any admission would.
+///
+/// Only where no record's last holder dies: a process that dies holding both a record and its
+/// memory file may lose the record's lock before the file (the kernel closes a dead process's
+/// files one by one, and may run other work in between), and a reaper can settle the record
+/// in that moment (see "Weak points" in docs/pool.md).
 struct Sampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
@@ -571,7 +577,6 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         // The same socket and ledger every round: a SIGKILLed service leaves a stale socket
         // the next one replaces.
         let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:2x8MiB"]);
-        let sampler = Sampler::start(&ledger, used0);
         let mut clients = Clients(Vec::new());
         for i in 0..8 {
             // Warm-sized or not (cold), killed at a random moment or left running.
@@ -619,13 +624,6 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         eventually(
             &format!("round {round}: the service's charge reaped"),
             || ledger_state(&ledger).0 == 0 && used_pages() == used0,
-        );
-        let (n, bad) = sampler.finish();
-        assert!(
-            bad.is_empty(),
-            "round {round} (seed {seed}): memory in use but not charged in {} of {n} samples: {:?}",
-            bad.len(),
-            &bad[..bad.len().min(5)]
         );
     }
     assert!(

@@ -211,7 +211,7 @@ impl Fleet {
     /// `reserved_bytes > limit_bytes`; `available_bytes != limit_bytes - reserved_bytes`; a VM
     /// charges a node or class the host does not list; the VM charges of a (node, class) do not
     /// sum to its `reserved_bytes`; a VM marked `single_node` has charges on several nodes.
-    /// Records of warm memory ([`crate::snapshot::WARM_VM_NAME`]) are not VMs: their bytes
+    /// Records of warm memory ([`crate::snapshot::is_pool_memory`]) are not VMs: their bytes
     /// count as free.
     /// [`Error::DuplicateHost`] when two snapshots are of one host: the same (`host_id`,
     /// `host`), or, for snapshots without `host_id`, the same name and identical contents (one
@@ -405,9 +405,10 @@ impl Fleet {
                     Some(b) => b,
                     None => on.len() <= 1,
                 };
-                if vm.name == crate::snapshot::WARM_VM_NAME {
-                    // Warm memory of `numapin serve`: zeroed and ready for whoever needs it
-                    // (it is how failover capacity is kept ready), so free for the planner.
+                if crate::snapshot::is_pool_memory(&vm.name) {
+                    // Warm memory of `numapin serve` (or being zeroed to be warm again): ready
+                    // for whoever needs it (it is how failover capacity is kept ready), so
+                    // free for the planner.
                     warm.extend(out.charges);
                     continue;
                 }

@@ -50,6 +50,10 @@ pub use zero::{memset_gib_per_s, zero_file};
 /// counts it as free, see [`crate::snapshot::WARM_VM_NAME`]).
 pub const WARM_NAME: &str = crate::snapshot::WARM_VM_NAME;
 
+/// The ledger name of the records holding memory the service is zeroing (a refill being
+/// populated, or memory taken back from a VM); renamed [`WARM_NAME`] once it can be handed out.
+pub const ZEROING_NAME: &str = crate::snapshot::ZEROING_VM_NAME;
+
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/numapin/serve.sock";
 

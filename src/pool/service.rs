@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{self, Grant, Refusal, RefusalKind, Request, Response, Source};
 use super::{
     zero, PoolError, PoolTarget, ServiceConfig, ServiceStats, PROTOCOL_VERSION, WARM_NAME,
+    ZEROING_NAME,
 };
 use crate::error::{Error, Result};
 use crate::ledger::{class_of, Handover, Ledger, VmRecord};
@@ -517,7 +518,7 @@ impl Inner {
 
     /// Takes back handed-out chunks whose client is done: the file's lock dropped, no process
     /// holds or maps the file, and no process holds the record's lock description any more.
-    /// The record is taken back there and then (renamed to the service's), so the charge never
+    /// The record is taken back there and then (renamed [`ZEROING_NAME`]), so the charge never
     /// leaves its slot; the chunk is then ready to be zeroed.
     fn collect_returns(&self) {
         // Probe the locks under the chunks' lock (cheap), scan /proc without it (slow: it must
@@ -548,7 +549,7 @@ impl Inner {
                     continue;
                 }
                 Some(h) => match h.reclaim(self.ledger()) {
-                    Ok(Some(rec)) => self.as_warm_record(rec, target),
+                    Ok(Some(rec)) => self.as_pool_record(rec, target),
                     Ok(None) => None,
                     Err(e) => {
                         eprintln!("numapin serve: take back a returned record: {e}");
@@ -577,12 +578,13 @@ impl Inner {
         Some((h, c.target))
     }
 
-    /// A record taken back, made the service's again: renamed, and holding exactly the chunk's
-    /// charge (a client may have charged or released through it; then it is settled anew).
-    fn as_warm_record(&self, mut rec: VmRecord, target: usize) -> Option<VmRecord> {
+    /// A record taken back, made the service's again: renamed (zeroing), and holding exactly
+    /// the chunk's charge (a client may have charged or released through it; then it is
+    /// settled anew).
+    fn as_pool_record(&self, mut rec: VmRecord, target: usize) -> Option<VmRecord> {
         let p = &self.cfg.pools[target];
         let class = class_of(p.page_size).unwrap_or(4096);
-        if rec.rename(WARM_NAME).is_err() {
+        if rec.rename(ZEROING_NAME).is_err() {
             return None;
         }
         if rec.total() != p.chunk || rec.charged(p.node, class) != p.chunk {
@@ -652,7 +654,7 @@ impl Inner {
             // bytes are not counted twice, then charge the chunk anew.
             None => {
                 let _ = self.ledger().reap();
-                self.ledger().vm(WARM_NAME).and_then(|mut r| {
+                self.ledger().vm(ZEROING_NAME).and_then(|mut r| {
                     r.try_charge(p.node, class_of(p.page_size).unwrap_or(4096), p.chunk)
                         .map(|()| {
                             r.set_populated(p.chunk);
@@ -661,19 +663,19 @@ impl Inner {
                 })
             }
         };
-        match rec {
-            Ok(rec) => {
-                let mut chunks = self.chunks();
-                if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
-                    c.state = State::Warm(rec);
-                }
+        let warm = rec.and_then(|mut rec| {
+            // Named warm and made servable at once, under the lock hand-outs take: whoever sees
+            // the warm record in the ledger and then asks gets this chunk.
+            let mut chunks = self.chunks();
+            rec.rename(WARM_NAME)?;
+            if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
+                c.state = State::Warm(rec);
             }
-            Err(e) => {
-                eprintln!(
-                    "numapin serve: a returned chunk cannot be charged again ({e}); freeing it"
-                );
-                self.remove(raw);
-            }
+            Ok(())
+        });
+        if let Err(e) = warm {
+            eprintln!("numapin serve: a returned chunk cannot be charged again ({e}); freeing it");
+            self.remove(raw);
         }
     }
 
@@ -730,19 +732,26 @@ impl Inner {
             .page_size(p.page_size)
             .shared(true)
             .ledger(Arc::clone(self.ledger()))
-            .vm(WARM_NAME)
+            // Warm only once it can be handed out (the kernel zeroes it meanwhile).
+            .vm(ZEROING_NAME)
             .build();
         match r.map(Reservation::into_fd) {
-            Ok(Ok((file, Some(rec)))) => {
-                self.stat(|s| {
-                    s.refilled_bytes += p.chunk;
-                    s.refill_seconds += t0.elapsed().as_secs_f64();
-                });
-                self.chunks().push(Chunk {
+            Ok(Ok((file, Some(mut rec)))) => {
+                let mut chunks = self.chunks();
+                if let Err(e) = rec.rename(WARM_NAME) {
+                    eprintln!("numapin serve: refill: {e}");
+                    return;
+                }
+                chunks.push(Chunk {
                     target: t,
                     file,
                     state: State::Warm(rec),
                     generation: 0,
+                });
+                drop(chunks);
+                self.stat(|s| {
+                    s.refilled_bytes += p.chunk;
+                    s.refill_seconds += t0.elapsed().as_secs_f64();
                 });
             }
             Ok(_) => eprintln!("numapin serve: refill made a reservation without file or record"),
