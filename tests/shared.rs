@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use common::{free_pages, need, pool_eq, pools_exclusive, retry_pool, TempPath};
+use common::{free_pages, need, pool_eq, pools_exclusive, pools_shared, retry_pool, TempPath};
 use numapin::shared::{self, AdoptProblem, FileBacking, Seals};
 use numapin::{Error, NodeId, PageSize, Reservation, Topology};
 
@@ -283,6 +283,40 @@ fn problem(e: Error) -> AdoptProblem {
 
 /// Bad descriptors: a pipe, a socket, a file on disk, an unsealed memfd, a write-sealed one,
 /// an unpopulated one, the wrong size and the wrong page size. Each a typed error.
+#[test]
+fn a_shared_reservations_memory_file_is_named_after_its_vm() {
+    let _lock = pools_shared();
+    if !need(
+        numapin::process::memlock_limit() >= 4 << 20 || numapin::process::has_cap_ipc_lock(),
+        "RLIMIT_MEMLOCK below 4 MiB and no CAP_IPC_LOCK",
+    ) {
+        return;
+    }
+    let ledger = std::sync::Arc::new(
+        numapin::Ledger::in_memory(&[numapin::ClassSpec::new(node0(), 4096, 1 << 30)], 8).unwrap(),
+    );
+    let name = |vm: &str| {
+        let r = Reservation::builder(2 << 20)
+            .node(node0())
+            .page_size(PageSize::Base4K)
+            .shared(true)
+            .ledger(std::sync::Arc::clone(&ledger))
+            .vm(vm)
+            .build()
+            .unwrap();
+        let fd = r.as_fd().unwrap().as_raw_fd();
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(name("web-1"), "/memfd:numapin:web-1 (deleted)");
+    assert_eq!(
+        name(numapin::snapshot::WARM_VM_NAME),
+        "/memfd:numapin:pool (deleted)"
+    );
+}
+
 #[test]
 fn bad_descriptors_are_refused_with_what_is_wrong() {
     let _lock = pools_exclusive();

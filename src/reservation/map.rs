@@ -184,7 +184,14 @@ fn on_bound_thread<T: Send>(
 /// mapped `MAP_SHARED` from a thread bound to the nodes, as the private hugetlb mapping is.
 fn map_shared(plan: &ReservationPlan) -> Result<Mapping> {
     let len = plan.size as usize;
-    let file = crate::shared::create_sealed("numapin", plan.page_size, plan.size)?;
+    // Named after the VM, so that /proc/PID/maps, numa_maps and lsof say whose memory it is
+    // (warm-pool memory changes hands: it is the pool's).
+    let name = match plan.vm.as_deref() {
+        Some(vm) if crate::snapshot::is_pool_memory(vm) => "numapin:pool".to_string(),
+        Some(vm) => format!("numapin:{vm}"),
+        None => "numapin".to_string(),
+    };
+    let file = crate::shared::create_sealed(&name, plan.page_size, plan.size)?;
     let fd = file.as_fd();
     let r = on_bound_thread(plan, || {
         sys::mmap_shared(fd, len, plan.noreserve)

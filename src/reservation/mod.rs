@@ -126,6 +126,9 @@ pub struct ReservationPlan {
     /// Whether the memory is a sealed memory file others can map (see
     /// [`ReservationBuilder::shared`]).
     pub shared: bool,
+    /// The VM's name ([`ReservationBuilder::vm`]): its ledger record's, and its memory file's
+    /// (`/memfd:numapin:NAME` in `/proc/PID/maps` and `numa_maps`) for a shared reservation.
+    pub vm: Option<String>,
     /// Why things were chosen as they were (Auto fallbacks, CPU choice, defaults).
     pub notes: Vec<String>,
 }

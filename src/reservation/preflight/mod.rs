@@ -146,6 +146,7 @@ pub(super) fn preflight(b: &ReservationBuilder, facts: &HostFacts) -> Result<Res
         noreserve: b.noreserve,
         verify_limit: b.verify_limit,
         shared: b.shared,
+        vm: b.vm.clone(),
         notes,
     })
 }
