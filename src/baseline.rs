@@ -26,7 +26,6 @@
 //! # }
 //! ```
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -120,11 +119,17 @@ impl LazyRegion {
                 (ptr, None)
             }
             (Sharing::Shared, p) => {
-                let name = CString::new("numapin-baseline").expect("no NUL inside");
-                let huge = p.is_hugetlb().then(|| backing(p));
-                let fd =
-                    sys::memfd_create(&name, huge).map_err(|e| Error::sys("memfd_create", e))?;
-                sys::ftruncate(fd.as_fd(), size).map_err(|e| Error::sys("ftruncate", e))?;
+                use rustix::fs::MemfdFlags as F;
+                let flags = F::CLOEXEC
+                    | match p {
+                        PageSize::Huge2M => F::HUGETLB | F::HUGE_2MB,
+                        PageSize::Huge1G => F::HUGETLB | F::HUGE_1GB,
+                        _ => F::empty(),
+                    };
+                let fd = rustix::fs::memfd_create("numapin-baseline", flags)
+                    .map_err(|e| Error::sys("memfd_create", e.raw_os_error()))?;
+                rustix::fs::ftruncate(&fd, size)
+                    .map_err(|e| Error::sys("ftruncate", e.raw_os_error()))?;
                 let ptr =
                     sys::mmap_shared(fd.as_fd(), len, true).map_err(|e| Error::sys("mmap", e))?;
                 (ptr, Some(fd))

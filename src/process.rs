@@ -54,6 +54,7 @@ pub fn kernel_release() -> String {
 /// The `/proc/PID` directories of every process but this one (those of this process's pid
 /// namespace), for the scans that find who still holds a file; `None` if `/proc` cannot be
 /// read.
+#[cfg(not(loom))]
 pub(crate) fn other_processes() -> Option<impl Iterator<Item = std::path::PathBuf>> {
     let me = std::process::id();
     let procs = std::fs::read_dir("/proc").ok()?;

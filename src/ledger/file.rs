@@ -281,10 +281,10 @@ type Backing = ();
 
 #[cfg(not(loom))]
 fn anonymous(len: usize) -> Result<(Region, Backing)> {
-    use std::os::fd::AsFd;
-    let fd = crate::sys::memfd_create(c"numapin-ledger", None)
-        .map_err(|e| Error::sys("memfd_create", e))?;
-    crate::sys::ftruncate(fd.as_fd(), len as u64).map_err(|e| Error::sys("ftruncate", e))?;
+    let fd = rustix::fs::memfd_create("numapin-ledger", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| Error::sys("memfd_create", e.raw_os_error()))?;
+    rustix::fs::ftruncate(&fd, len as u64)
+        .map_err(|e| Error::sys("ftruncate", e.raw_os_error()))?;
     let f = std::fs::File::from(fd);
     let region = crate::sys::SharedRegion::map_file(&f, len).map_err(|e| Error::sys("mmap", e))?;
     Ok((Region(region), f))

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 mod ledger;
@@ -183,37 +183,6 @@ pub unsafe fn madvise_discard(addr: NonNull<u8>, len: usize, advice: i32) -> Res
         Ok(())
     } else {
         Err(Errno::last("madvise"))
-    }
-}
-
-/// Creates an anonymous memory file (`memfd_create`), close-on-exec. `hugetlb` picks a
-/// hugetlb-backed file with pages of that size (`MFD_HUGETLB | MFD_HUGE_2MB/1GB`); `None` a
-/// shmem (tmpfs) file of base pages.
-pub fn memfd_create(name: &std::ffi::CStr, hugetlb: Option<Backing>) -> Result<OwnedFd, Errno> {
-    let mut flags = libc::MFD_CLOEXEC;
-    match hugetlb {
-        None | Some(Backing::Base) => {}
-        Some(Backing::Huge2M) => flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB,
-        Some(Backing::Huge1G) => flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_1GB,
-    }
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call; the
-    // kernel returns a new descriptor that nothing else owns.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(Errno::last("memfd_create"));
-    }
-    // SAFETY: `fd` was just returned by memfd_create, is open, and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Sets the length of a file (`ftruncate`).
-pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
-    let len = libc::off_t::try_from(len).map_err(|_| Errno::new("ftruncate", libc::EFBIG))?;
-    // SAFETY: ftruncate on a descriptor the borrow keeps open; no memory is passed.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } == 0 {
-        Ok(())
-    } else {
-        Err(Errno::last("ftruncate"))
     }
 }
 
