@@ -26,7 +26,7 @@ fn schema() -> Value {
         "/tests/data/nrt/crd.yaml"
     ))
     .unwrap();
-    let crd: Value = serde_yaml::from_str(&text).unwrap();
+    let crd: Value = serde_saphyr::from_str(&text).unwrap();
     let v = crd["spec"]["versions"]
         .as_array()
         .unwrap()
