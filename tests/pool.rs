@@ -491,6 +491,18 @@ fn returned_memory_stays_charged_while_it_is_taken_back_and_zeroed() {
         });
     };
     settled(0);
+    // `status` shows the pool's memory per node and class: warm, and (none now) being zeroed.
+    let status = Command::new(env!("CARGO_BIN_EXE_numapin"))
+        .args(["status", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["0", "2M", "256", "MiB", "0", "B"])),
+        "{text}"
+    );
     for (round, how) in ["SIGKILL", "exit"].into_iter().enumerate() {
         let mut c = client(&svc.socket, &ledger, "vm-back", 128 * MIB, "wait");
         let got = wait_ready(&mut c);

@@ -206,38 +206,48 @@ fn table(
     Ok(())
 }
 
-/// Warm memory held by `numapin serve` (records named `numapin::pool::WARM_NAME`), per node and
-/// class; nothing when no service holds any.
+/// Memory held by `numapin serve` per node and class: warm (records named
+/// `numapin::pool::WARM_NAME`) and being zeroed (`ZEROING_NAME`: refills and memory taken back
+/// from VMs); nothing when no service holds any.
 fn warm_table(out: &mut impl Write, snap: &numapin::snapshot::Snapshot) -> std::io::Result<()> {
-    let mut warm = std::collections::BTreeMap::<(u32, u64), (u64, usize)>::new();
+    // (node, class) -> (warm bytes, zeroing bytes). Not a count of files: the snapshot merges
+    // one process's records of one name.
+    let mut pool = std::collections::BTreeMap::<(u32, u64), (u64, u64)>::new();
     for v in snap
         .vms
         .iter()
-        .filter(|v| v.name == numapin::pool::WARM_NAME)
+        .filter(|v| numapin::snapshot::is_pool_memory(&v.name))
     {
+        let warm = v.name == numapin::pool::WARM_NAME;
         for r in &v.reservations {
-            let e = warm.entry((r.node.0, r.page_size_bytes)).or_default();
-            e.0 += r.bytes;
-            e.1 += 1;
+            let e = pool.entry((r.node.0, r.page_size_bytes)).or_default();
+            if warm {
+                e.0 += r.bytes;
+            } else {
+                e.1 += r.bytes;
+            }
         }
     }
-    if warm.is_empty() {
+    if pool.is_empty() {
         return Ok(());
     }
-    writeln!(out, "\nwarm (numapin serve: zeroed, ready to hand out)")?;
     writeln!(
         out,
-        "{:>4}  {:>6}  {:>11}  {:>6}",
-        "node", "class", "warm", "files"
+        "\nwarm (numapin serve: zeroed, ready to hand out; zeroing: refills and returned memory)"
     )?;
-    for ((node, class), (bytes, n)) in warm {
+    writeln!(
+        out,
+        "{:>4}  {:>6}  {:>11}  {:>11}",
+        "node", "class", "warm", "zeroing"
+    )?;
+    for ((node, class), (bytes, zeroing)) in pool {
         writeln!(
             out,
-            "{:>4}  {:>6}  {:>11}  {:>6}",
+            "{:>4}  {:>6}  {:>11}  {:>11}",
             node,
             class_name(class),
             format_bytes(bytes),
-            n
+            format_bytes(zeroing)
         )?;
     }
     Ok(())
