@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,6 +228,17 @@ fn client_role() {
             return;
         }
     };
+    if role == "reopen" {
+        // As a VMM given `mem-path=/proc/self/fd/N` does: open the memory file anew (a
+        // description without the service's lock), then let go of the one received.
+        let fd = served.reservation.as_fd().unwrap().as_raw_fd();
+        let again = std::fs::File::open(format!("/proc/self/fd/{fd}")).unwrap();
+        drop(served);
+        println!("READY reopened");
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        drop(again);
+        return;
+    }
     let r = &mut served.reservation;
     match role.as_str() {
         "fill" => r.as_mut_slice().fill(0xA5),
@@ -402,6 +413,49 @@ fn memory_is_zeroed_before_anyone_else_gets_it() {
     eventually("everything back", || {
         ledger_state(&ledger).0 == 0 && used_pages() == used0
     });
+}
+
+#[test]
+fn memory_held_through_another_description_is_waited_for_with_backoff() {
+    let Some(_lock) = service_test(64) else {
+        return;
+    };
+    let dir = TempDir::new("pool-reopen");
+    let ledger = dir.0.join("ledger");
+    let svc = Serve::start(&dir.0, &ledger, &["0:2m:1x16MiB"]);
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("stats.json")).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    eventually("1 warm chunk", || {
+        warm_bytes(&ledger_state(&ledger).1) == 16 * MIB
+    });
+    let mut c = client(&svc.socket, &ledger, "vm-reopen", 16 * MIB, "reopen");
+    assert_eq!(wait_ready(&mut c), "reopened");
+    // The received description is gone, the memory is not: the service must not take it back,
+    // and must not scan /proc every poll (20 ms) meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = stats();
+    assert_eq!(s["returned"], 0, "{s}");
+    let deferred = s["deferred"].as_u64().unwrap();
+    assert!(
+        (3..=12).contains(&deferred),
+        "{deferred} scans in 3 s (backing off from 50 ms to 2 s: 6 or so; every poll: ~150)"
+    );
+    let (reserved, vms) = ledger_state(&ledger);
+    assert!(
+        vms.iter().any(|v| v.0 == "vm-reopen" && v.1 == 16 * MIB),
+        "still the VM's: {vms:?}"
+    );
+    assert_eq!(reserved, 32 * MIB, "the held chunk and the refill: {vms:?}");
+    // Once the holder lets go, the chunk comes back within the longest back-off.
+    drop(c.stdin.take());
+    assert!(c.wait().unwrap().success());
+    let t0 = Instant::now();
+    eventually("the chunk taken back and zeroed", || {
+        stats()["zeroed_bytes"] == 16 * MIB
+    });
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
 /// Samples the ledger and the hugepage pool side by side on a thread until dropped, and

@@ -29,6 +29,7 @@
 //!
 //! See `docs/pool.md`.
 
+mod background;
 mod client;
 mod config;
 mod holdback;
