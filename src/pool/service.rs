@@ -428,10 +428,12 @@ impl Inner {
         true
     }
 
-    pub(super) fn set_state(&self, raw: i32, state: State) {
+    /// Sets a chunk's state; `Out(Some(_))` (only a hand-out that reached its client) counts
+    /// one more hand-out.
+    fn set_state(&self, raw: i32, state: State) {
         let mut chunks = self.chunks();
         if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
-            if matches!(state, State::Out(_)) {
+            if matches!(state, State::Out(Some(_))) {
                 c.generation += 1;
                 c.recheck = None;
             }
