@@ -458,6 +458,40 @@ fn memory_held_through_another_description_is_waited_for_with_backoff() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
+#[test]
+fn an_auto_page_size_request_is_served_warm_largest_pages_first() {
+    let Some(_lock) = service_test(1024) else {
+        return;
+    };
+    if !need(
+        free_pages(0, 1 << 20) >= 1,
+        "node 0 needs a free 1G hugepage",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("pool-auto");
+    let ledger = dir.0.join("ledger");
+    let svc = Serve::start(&dir.0, &ledger, &["0:2m:1x1GiB", "0:1g:1x1GiB"]);
+    eventually("both pools warm", || {
+        warm_bytes(&ledger_state(&ledger).1) == 2 << 30
+    });
+    let l = Arc::new(Ledger::open(&ledger).unwrap());
+    let client = PoolClient::new(&svc.socket, l);
+    let mut req = Request::new("vm-auto", 1 << 30, PageSize::Auto);
+    req.nodes = vec![0];
+    let first = client.request(&req).unwrap();
+    assert_eq!(first.grant.source, numapin::pool::Source::Warm);
+    assert_eq!(
+        first.grant.page_size,
+        PageSize::Huge1G,
+        "the largest pages first"
+    );
+    assert_eq!(first.reservation.page_size(), PageSize::Huge1G);
+    // The 1G chunk is out (its refill may or may not have made another yet): still warm.
+    let second = client.request(&req).unwrap();
+    assert_eq!(second.grant.source, numapin::pool::Source::Warm);
+}
+
 /// Samples the ledger and the hugepage pool side by side on a thread until dropped, and
 /// remembers every sample in which bytes were in use but not charged: the pool's pages (the
 /// same before and after the ledger read, so nothing moved meanwhile) above the reserved

@@ -31,7 +31,8 @@ pub struct Request {
     pub nodes: Vec<u32>,
     /// Memory policy.
     pub policy: MemPolicy,
-    /// Page size (`Auto` is served cold: warm pools have a concrete page size).
+    /// Page size; `Auto` takes a warm chunk of any page size (the largest pages first), or a
+    /// cold reservation's `Auto` choice when none matches.
     pub page_size: PageSize,
 }
 

@@ -12,7 +12,7 @@ use super::{PoolError, PoolTarget, ServiceConfig, ServiceStats, PROTOCOL_VERSION
 use crate::error::{Error, Result};
 use crate::ledger::{class_of, Handover, Ledger, VmRecord};
 use crate::reservation::{MemPolicy, Reservation};
-use crate::units::NodeId;
+use crate::units::{NodeId, PageSize};
 
 pub(super) enum State {
     /// Zeroed, charged to the service.
@@ -337,15 +337,21 @@ impl Inner {
     fn serve_warm(&self, conn: &OwnedFd, req: &Request, t0: Instant) -> bool {
         let matches = |p: &PoolTarget| {
             p.chunk == req.size
-                && p.page_size == req.page_size
+                && (p.page_size == req.page_size || req.page_size == PageSize::Auto)
                 && (req.nodes.is_empty() || req.nodes == [p.node.0])
                 && req.policy != MemPolicy::Interleave
         };
         let picked = {
             let mut chunks = self.chunks();
-            let i = chunks.iter().position(|c| {
-                matches!(c.state, State::Warm(_)) && matches(&self.cfg.pools[c.target])
-            });
+            // `Auto`: the largest pages warm, as a cold `Auto` prefers the largest that fit.
+            let i = chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    matches!(c.state, State::Warm(_)) && matches(&self.cfg.pools[c.target])
+                })
+                .max_by_key(|(_, c)| self.cfg.pools[c.target].page_size.bytes())
+                .map(|(i, _)| i);
             i.map(|i| {
                 let c = &mut chunks[i];
                 let State::Warm(rec) = std::mem::replace(&mut c.state, State::Busy) else {
