@@ -129,12 +129,13 @@ fn warm_bytes(vms: &[(String, u64)]) -> u64 {
         .sum()
 }
 
-/// Polls `f` until it returns true (10 s at most); panics with `what` otherwise.
+/// Polls `f` until it returns true (60 s at most: the service refills and zeroes at idle
+/// priority, which a busy machine starves); panics with `what` otherwise.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
+            t0.elapsed() < Duration::from_secs(60),
             "timed out waiting: {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -439,8 +440,9 @@ fn memory_held_through_another_description_is_waited_for_with_backoff() {
     assert_eq!(s["returned"], 0, "{s}");
     let deferred = s["deferred"].as_u64().unwrap();
     assert!(
-        (3..=12).contains(&deferred),
-        "{deferred} scans in 3 s (backing off from 50 ms to 2 s: 6 or so; every poll: ~150)"
+        (1..=12).contains(&deferred),
+        "{deferred} scans in 3 s (backing off from 50 ms to 2 s: 6 or so, fewer when the \
+         machine is busy; every poll: ~150)"
     );
     let (reserved, vms) = ledger_state(&ledger);
     assert!(
@@ -455,39 +457,42 @@ fn memory_held_through_another_description_is_waited_for_with_backoff() {
     eventually("the chunk taken back and zeroed", || {
         stats()["zeroed_bytes"] == 16 * MIB
     });
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Within the longest back-off (2 s) plus the zeroing: seconds, more on a busy machine.
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 }
 
 #[test]
 fn an_auto_page_size_request_is_served_warm_largest_pages_first() {
-    let Some(_lock) = service_test(1024) else {
+    let Some(_lock) = service_test(64) else {
         return;
     };
-    if !need(
-        free_pages(0, 1 << 20) >= 1,
-        "node 0 needs a free 1G hugepage",
-    ) {
-        return;
-    }
     let dir = TempDir::new("pool-auto");
     let ledger = dir.0.join("ledger");
-    let svc = Serve::start(&dir.0, &ledger, &["0:2m:1x1GiB", "0:1g:1x1GiB"]);
+    let svc = Serve::start(&dir.0, &ledger, &["0:4k:1x64MiB", "0:2m:1x64MiB"]);
     eventually("both pools warm", || {
-        warm_bytes(&ledger_state(&ledger).1) == 2 << 30
+        let l = Ledger::open(&ledger).unwrap();
+        let s = l.snapshot().unwrap();
+        s.vms
+            .iter()
+            .filter(|v| v.name == numapin::pool::WARM_NAME)
+            .flat_map(|v| &v.reservations)
+            .map(|r| r.bytes)
+            .sum::<u64>()
+            == 128 * MIB
     });
     let l = Arc::new(Ledger::open(&ledger).unwrap());
     let client = PoolClient::new(&svc.socket, l);
-    let mut req = Request::new("vm-auto", 1 << 30, PageSize::Auto);
+    let mut req = Request::new("vm-auto", 64 * MIB, PageSize::Auto);
     req.nodes = vec![0];
     let first = client.request(&req).unwrap();
     assert_eq!(first.grant.source, numapin::pool::Source::Warm);
     assert_eq!(
         first.grant.page_size,
-        PageSize::Huge1G,
+        PageSize::Huge2M,
         "the largest pages first"
     );
-    assert_eq!(first.reservation.page_size(), PageSize::Huge1G);
-    // The 1G chunk is out (its refill may or may not have made another yet): still warm.
+    assert_eq!(first.reservation.page_size(), PageSize::Huge2M);
+    // The 2M chunk is out (its refill may or may not be warm yet): still warm, 4K or 2M.
     let second = client.request(&req).unwrap();
     assert_eq!(second.grant.source, numapin::pool::Source::Warm);
 }
@@ -677,6 +682,7 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         // The same socket and ledger every round: a SIGKILLed service leaves a stale socket
         // the next one replaces.
         let mut svc = Serve::start(&dir.0, &ledger, &["0:2m:2x8MiB"]);
+        let sampler = Sampler::start(&ledger, used0);
         let mut clients = Clients(Vec::new());
         for i in 0..8 {
             // Warm-sized or not (cold), killed at a random moment or left running.
@@ -724,6 +730,14 @@ fn random_sigkills_of_clients_and_service_leave_nothing_behind() {
         eventually(
             &format!("round {round}: the service's charge reaped"),
             || ledger_state(&ledger).0 == 0 && used_pages() == used0,
+        );
+        let (n, bad) = sampler.finish();
+        eprintln!("round {round}: {n} samples, {} uncharged", bad.len());
+        assert!(
+            bad.is_empty(),
+            "round {round} (seed {seed}): memory in use but not charged in {} of {n} samples: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
         );
     }
     assert!(

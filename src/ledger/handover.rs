@@ -284,6 +284,13 @@ impl Ledger {
 }
 
 impl VmRecord {
+    /// The number of the descriptor holding this record's lock (`None` after a simulated
+    /// death): memory charged through this record should sit on a higher descriptor, see
+    /// [`crate::shared::keep_above`].
+    pub(crate) fn lock_raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.beacon.as_ref().map(|b| b.raw_fd())
+    }
+
     /// Makes dropping this record leave its charges in the slot instead of releasing them,
     /// for the other holder of its lock's description to take back ([`Handover::reclaim`]):
     /// the warm-pool service keeps a copy of every record it hands out, so the memory a client

@@ -166,6 +166,11 @@ mod ofd {
             Beacon { file: fd.into() }
         }
 
+        /// The lock's descriptor number (see [`crate::shared::keep_above`]).
+        pub(crate) fn raw_fd(&self) -> RawFd {
+            self.file.as_raw_fd()
+        }
+
         /// Clears close-on-exec on the lock's descriptor and returns it: the record then stays
         /// alive across `exec` for as long as the new program keeps that descriptor open.
         pub(crate) fn keep_across_exec(&self) -> std::io::Result<RawFd> {

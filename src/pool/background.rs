@@ -212,6 +212,14 @@ impl Inner {
             let mut chunks = self.chunks();
             rec.rename(WARM_NAME)?;
             if let Some(c) = chunks.iter_mut().find(|c| c.file.as_raw_fd() == raw) {
+                // A record charged anew may hold a lock above the file: keep the memory above
+                // its lock (`shared::keep_above`), so that were the service to die, the memory
+                // goes before the charge.
+                if let Some(l) = rec.lock_raw_fd().filter(|&l| l > raw) {
+                    if let Ok(f) = rustix::io::fcntl_dupfd_cloexec(&c.file, l + 1) {
+                        c.file = f;
+                    }
+                }
                 c.state = State::Warm(rec);
             }
             Ok(())

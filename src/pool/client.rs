@@ -129,6 +129,11 @@ impl PoolClient {
             // drops, its charge stays for the service to take back with the memory.
             record.hand_back_on_drop();
         }
+        // The memory above its record's lock, so that dying frees it before the charge goes.
+        let memfd = match record.lock_raw_fd() {
+            Some(l) => crate::shared::keep_above(memfd, l).map_err(self.io("fcntl(F_DUPFD)"))?,
+            None => memfd,
+        };
         Ok((memfd, record, grant))
     }
 
