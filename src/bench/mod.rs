@@ -82,6 +82,31 @@ pub struct Row {
     pub note: String,
 }
 
+impl Row {
+    /// A row from samples taken side by side, one per repetition on each side: the medians and
+    /// the median of the per-repetition ratios (`lower_is_better` for times and latencies, so
+    /// that > 1 always means numapin better).
+    fn paired(
+        metric: &str,
+        unit: &'static str,
+        numapin: &[f64],
+        baseline: &[f64],
+        lower_is_better: bool,
+        goal: Option<f64>,
+        note: String,
+    ) -> Row {
+        Row {
+            metric: metric.into(),
+            numapin: median(numapin),
+            baseline: median(baseline),
+            unit,
+            ratio: paired(numapin, baseline, lower_is_better),
+            goal,
+            note,
+        }
+    }
+}
+
 /// The machine the figures were taken on.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -436,60 +461,60 @@ fn main_rows(
     machine: &Machine,
 ) -> Vec<Row> {
     vec![
-        Row {
-            metric: "time_to_ready".into(),
-            numapin: median(&s.ttr[0]),
-            baseline: median(&s.ttr[1]),
-            unit: "s",
-            ratio: paired(&s.ttr[0], &s.ttr[1], true),
-            goal: Some(3.0),
-            note: format!("numapin: reserve {} in 2M pages ({threads} threads: map, bind, populate, verify); baseline: lazy 4K mmap + one write per page by {threads} threads", format_bytes(size)),
-        },
-        Row {
-            metric: "first_touch_p99".into(),
-            numapin: median(&s.p99[0]),
-            baseline: median(&s.p99[1]),
-            unit: "ns",
-            ratio: paired(&s.p99[0], &s.p99[1], true),
-            goal: Some(10.0),
-            note: format!("p99 latency of one write to each of {sample_pages} random 4K pages: numapin after ready, baseline on first touch (each sample includes the clock's own cost, {} ns here, not subtracted)", machine.clock_overhead_ns),
-        },
-        Row {
-            metric: "access_floor_p99".into(),
-            numapin: median(&s.p99[0]),
-            baseline: median(&s.floor),
-            unit: "ns",
-            ratio: paired(&s.p99[0], &s.floor, true),
-            goal: None,
-            note: "numapin's p99 after ready (first_touch_p99) vs a second pass over the same pages: a ratio near 1 means no first-touch cost is left, and first_touch_p99 is then bounded by this machine's fault cost over its memory-access floor".into(),
-        },
-        Row {
-            metric: "random_access".into(),
-            numapin: median(&s.random[0]),
-            baseline: median(&s.random[1]),
-            unit: "M reads/s",
-            ratio: paired(&s.random[0], &s.random[1], false),
-            goal: Some(1.15),
-            note: format!("{steps} dependent random byte reads over {}: 2M pinned vs 4K lazy (already touched)", format_bytes(size)),
-        },
-        Row {
-            metric: "populate_vs_limit".into(),
-            numapin: median(&s.populate[0]),
-            baseline: median(&s.populate[1]),
-            unit: "GiB/s",
-            ratio: paired(&s.populate[0], &s.populate[1], false),
-            goal: Some(0.9),
-            note: format!("numapin's populate step vs the raw kernel limit: {threads} pre-started threads, MADV_POPULATE_WRITE on one slice each of a plain 2M hugetlb mapping"),
-        },
-        Row {
-            metric: "balloon_cycle".into(),
-            numapin: median(&s.balloon[0]),
-            baseline: median(&s.balloon[1]),
-            unit: "s",
-            ratio: paired(&s.balloon[0], &s.balloon[1], true),
-            goal: None,
-            note: format!("baseline: inflate {} (a quarter, MADV_DONTNEED, 2 MiB granule) + deflate + refault; numapin has no balloon cost: its figure is the guest's own touch of the same quarter, which both pay", format_bytes(q as u64)),
-        },
+        Row::paired(
+            "time_to_ready",
+            "s",
+            &s.ttr[0],
+            &s.ttr[1],
+            true,
+            Some(3.0),
+            format!("numapin: reserve {} in 2M pages ({threads} threads: map, bind, populate, verify); baseline: lazy 4K mmap + one write per page by {threads} threads", format_bytes(size)),
+        ),
+        Row::paired(
+            "first_touch_p99",
+            "ns",
+            &s.p99[0],
+            &s.p99[1],
+            true,
+            Some(10.0),
+            format!("p99 latency of one write to each of {sample_pages} random 4K pages: numapin after ready, baseline on first touch (each sample includes the clock's own cost, {} ns here, not subtracted)", machine.clock_overhead_ns),
+        ),
+        Row::paired(
+            "access_floor_p99",
+            "ns",
+            &s.p99[0],
+            &s.floor,
+            true,
+            None,
+            "numapin's p99 after ready (first_touch_p99) vs a second pass over the same pages: a ratio near 1 means no first-touch cost is left, and first_touch_p99 is then bounded by this machine's fault cost over its memory-access floor".into(),
+        ),
+        Row::paired(
+            "random_access",
+            "M reads/s",
+            &s.random[0],
+            &s.random[1],
+            false,
+            Some(1.15),
+            format!("{steps} dependent random byte reads over {}: 2M pinned vs 4K lazy (already touched)", format_bytes(size)),
+        ),
+        Row::paired(
+            "populate_vs_limit",
+            "GiB/s",
+            &s.populate[0],
+            &s.populate[1],
+            false,
+            Some(0.9),
+            format!("numapin's populate step vs the raw kernel limit: {threads} pre-started threads, MADV_POPULATE_WRITE on one slice each of a plain 2M hugetlb mapping"),
+        ),
+        Row::paired(
+            "balloon_cycle",
+            "s",
+            &s.balloon[0],
+            &s.balloon[1],
+            true,
+            None,
+            format!("baseline: inflate {} (a quarter, MADV_DONTNEED, 2 MiB granule) + deflate + refault; numapin has no balloon cost: its figure is the guest's own touch of the same quarter, which both pay", format_bytes(q as u64)),
+        ),
     ]
 }
 
@@ -566,15 +591,15 @@ fn throughput_rows(
                     continue;
                 }
             };
-            let row = Row {
-                metric: format!("populate_gibps_{name}_{t}t"),
-                numapin: median(&n),
-                baseline: median(&l),
-                unit: "GiB/s",
-                ratio: paired(&n, &l, false),
-                goal: None,
-                note: format!("{} of {name} pages, {t} thread(s); baseline = raw kernel limit; zeroing limit (memset of populated memory) {:.2} GiB/s", format_bytes(psize), median(&z)),
-            };
+            let row = Row::paired(
+                &format!("populate_gibps_{name}_{t}t"),
+                "GiB/s",
+                &n,
+                &l,
+                false,
+                None,
+                format!("{} of {name} pages, {t} thread(s); baseline = raw kernel limit; zeroing limit (memset of populated memory) {:.2} GiB/s", format_bytes(psize), median(&z)),
+            );
             plots.throughput.push(Throughput {
                 label: format!("{name} {t}t"),
                 numapin: row.numapin,

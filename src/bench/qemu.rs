@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{paired, Row, MIB};
-use crate::measure::median;
+use super::{Row, MIB};
 
 /// Finds a program on `PATH`.
 pub(super) fn which(prog: &str) -> Option<PathBuf> {
@@ -68,6 +67,30 @@ pub(super) fn interleaved(
     Ok((ta, tb))
 }
 
+/// QEMU with no machine, stopped (`-S`), its monitor on stdin (`quit` ends it), and `-object`
+/// last: the memory backend follows.
+pub(super) const MONITOR_ARGS: [&str; 9] = [
+    "-machine",
+    "none",
+    "-nodefaults",
+    "-display",
+    "none",
+    "-monitor",
+    "stdio",
+    "-S",
+    "-object",
+];
+
+/// QEMU preallocating `mb` MiB of 2M hugetlb memfd itself with `threads` threads: the
+/// baseline of `qemu_prealloc` and `qemu_on_numapin`.
+pub(super) fn prealloc_cmd(qemu: &Path, mb: u64, threads: usize) -> Command {
+    let mut c = Command::new(qemu);
+    c.args(MONITOR_ARGS).arg(format!(
+        "memory-backend-memfd,id=m,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}"
+    ));
+    c
+}
+
 /// The row, or `None` (with a progress line saying why) when QEMU is not installed or a run
 /// fails.
 pub(super) fn prealloc_row(
@@ -95,24 +118,7 @@ pub(super) fn prealloc_row(
         .arg(threads.to_string());
         c
     };
-    let qemu_cmd = || {
-        let mut c = Command::new(&qemu);
-        c.args([
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-monitor",
-            "stdio",
-            "-S",
-            "-object",
-        ])
-        .arg(format!(
-            "memory-backend-memfd,id=m,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}"
-        ));
-        c
-    };
+    let qemu_cmd = || prealloc_cmd(&qemu, mb, threads);
     progress(&format!("qemu_prealloc: {reps} interleaved runs of each"));
     let (n, b) = match interleaved(
         reps,
@@ -128,13 +134,13 @@ pub(super) fn prealloc_row(
             return None;
         }
     };
-    Some(Row {
-        metric: "qemu_prealloc".into(),
-        numapin: median(&n),
-        baseline: median(&b),
-        unit: "s",
-        ratio: paired(&n, &b, true),
-        goal: Some(1.0),
-        note: format!("whole process: `numapin reserve --size {mb}MiB --page-size 2m --threads {threads}` vs `qemu-system-x86_64 -machine none -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads} -S` quit from its monitor"),
-    })
+    Some(Row::paired(
+        "qemu_prealloc",
+        "s",
+        &n,
+        &b,
+        true,
+        Some(1.0),
+        format!("whole process: `numapin reserve --size {mb}MiB --page-size 2m --threads {threads}` vs `qemu-system-x86_64 -machine none -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads} -S` quit from its monitor"),
+    ))
 }

@@ -13,9 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::qemu::{time_process, which};
-use super::{paired, Row, GIB, MIB};
+use super::{Row, GIB, MIB};
 use crate::error::{Error, Result};
-use crate::measure::median;
 use crate::units::{format_bytes, NodeId, PageSize};
 use crate::Reservation;
 
@@ -182,18 +181,18 @@ pub(super) fn adopt_row(
         drop(answers);
         drop(conn);
         let _ = child.wait();
-        Ok(Some(Row {
-            metric: "adopt_vs_populate".into(),
-            numapin: median(&adopt),
-            baseline: median(&populate),
-            unit: "s",
-            ratio: paired(&adopt, &populate, true),
-            goal: Some(50.0),
-            note: format!(
+        Ok(Some(Row::paired(
+            "adopt_vs_populate",
+            "s",
+            &adopt,
+            &populate,
+            true,
+            Some(50.0),
+            format!(
                 "{} of 2M pages, node {node}: `Reservation::adopt(fd).build()` in another process (check seals/size/backing, map shared, map the existing pages, verify every page) vs building the same shared reservation ({threads} threads: map, bind, populate, verify)",
                 format_bytes(size)
             ),
-        }))
+        )))
     };
     let result = result();
     let _ = std::fs::remove_dir_all(&dir);
@@ -216,17 +215,6 @@ pub(super) fn qemu_run_row(
     let mb = size / MIB;
     let ledger =
         std::env::temp_dir().join(format!("numapin-bench-run-ledger-{}", std::process::id()));
-    let qemu_args = [
-        "-machine",
-        "none",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-monitor",
-        "stdio",
-        "-S",
-        "-object",
-    ];
     let numapin_cmd = || {
         let mut c = Command::new(exe);
         c.args(["run", "--quiet", "--size", &format!("{mb}MiB")])
@@ -235,17 +223,11 @@ pub(super) fn qemu_run_row(
             .arg(&ledger)
             .arg("--")
             .arg(&qemu)
-            .args(qemu_args)
+            .args(super::qemu::MONITOR_ARGS)
             .arg("memory-backend-file,id=m,size={size},mem-path={path},share=on,prealloc=off");
         c
     };
-    let qemu_cmd = || {
-        let mut c = Command::new(&qemu);
-        c.args(qemu_args).arg(format!(
-            "memory-backend-memfd,id=m,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}"
-        ));
-        c
-    };
+    let qemu_cmd = || super::qemu::prealloc_cmd(&qemu, mb, threads);
     say(&format!("qemu_on_numapin: {reps} interleaved runs of each"));
     let timed = super::qemu::interleaved(
         reps,
@@ -267,13 +249,13 @@ pub(super) fn qemu_run_row(
             return None;
         }
     };
-    Some(Row {
-        metric: "qemu_on_numapin".into(),
-        numapin: median(&n),
-        baseline: median(&b),
-        unit: "s",
-        ratio: paired(&n, &b, true),
-        goal: Some(1.0),
-        note: format!("whole wall time until QEMU's monitor answers: `numapin run --size {mb}MiB --page-size 2m --threads {threads} -- qemu-system-x86_64 -machine none -S -object memory-backend-file,size={{size}},mem-path={{path}},share=on,prealloc=off` vs `qemu-system-x86_64 -machine none -S -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}`"),
-    })
+    Some(Row::paired(
+        "qemu_on_numapin",
+        "s",
+        &n,
+        &b,
+        true,
+        Some(1.0),
+        format!("whole wall time until QEMU's monitor answers: `numapin run --size {mb}MiB --page-size 2m --threads {threads} -- qemu-system-x86_64 -machine none -S -object memory-backend-file,size={{size}},mem-path={{path}},share=on,prealloc=off` vs `qemu-system-x86_64 -machine none -S -object memory-backend-memfd,size={mb}M,hugetlb=on,hugetlbsize=2M,prealloc=on,prealloc-threads={threads}`"),
+    ))
 }
