@@ -16,19 +16,21 @@ use crate::reservation::Reservation;
 /// [`Error::Sys`] if the descriptor cannot be duplicated; every error of
 /// [`crate::AdoptBuilder::build`] (the file must be a sealed, fully populated memfd).
 pub fn zero_file(fd: BorrowedFd<'_>) -> Result<(f64, f64)> {
-    let dup = fd.try_clone_to_owned().map_err(|source| Error::Sys {
-        call: "dup",
-        source,
-    })?;
-    // Placement was verified when the memory was made; one page is enough here.
-    let mut r = Reservation::adopt(dup)
-        .lock(false)
-        .verify_limit(1)
-        .build()?;
+    let mut r = map_to_zero(fd)?;
     let cpu0 = thread_cpu_seconds();
     let t = Instant::now();
     r.as_mut_slice().fill(0);
     Ok((t.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu0))
+}
+
+/// Maps a sealed, populated memory file to overwrite it (not locked: nothing faults it in
+/// anew). Placement was verified when the memory was made; one page is enough here.
+fn map_to_zero(fd: BorrowedFd<'_>) -> Result<Reservation> {
+    let dup = fd.try_clone_to_owned().map_err(|source| Error::Sys {
+        call: "dup",
+        source,
+    })?;
+    Reservation::adopt(dup).lock(false).verify_limit(1).build()
 }
 
 fn thread_cpu_seconds() -> f64 {
@@ -43,14 +45,7 @@ fn thread_cpu_seconds() -> f64 {
 /// # Errors
 /// As [`zero_file`].
 pub fn memset_gib_per_s(fd: BorrowedFd<'_>) -> Result<f64> {
-    let dup = fd.try_clone_to_owned().map_err(|source| Error::Sys {
-        call: "dup",
-        source,
-    })?;
-    let mut r = Reservation::adopt(dup)
-        .lock(false)
-        .verify_limit(1)
-        .build()?;
+    let mut r = map_to_zero(fd)?;
     let mut best = f64::INFINITY;
     for _ in 0..2 {
         let t = thread_cpu_seconds();
