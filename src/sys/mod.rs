@@ -105,15 +105,22 @@ pub fn mmap_anonymous(len: usize, backing: Backing, noreserve: bool) -> Result<N
     if noreserve {
         flags |= libc::MAP_NORESERVE;
     }
-    // SAFETY: a new anonymous mapping at an address of the kernel's choosing (no MAP_FIXED)
-    // cannot alias any existing Rust object.
+    mmap_new(len, flags, None)
+}
+
+/// A new read-write mapping at an address of the kernel's choosing: of `fd` from offset 0, or
+/// anonymous with `None`.
+fn mmap_new(len: usize, flags: i32, fd: Option<BorrowedFd<'_>>) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: the callers never pass MAP_FIXED, so the new mapping cannot alias any existing
+    // Rust object; a file mapped here is a memfd of the caller's, so nobody else writes it
+    // behind Rust's back except through this or other mappings the caller controls.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             flags,
-            -1,
+            fd.map_or(-1, |f| f.as_raw_fd()),
             0,
         )
     };
@@ -194,23 +201,7 @@ pub fn mmap_shared(fd: BorrowedFd<'_>, len: usize, noreserve: bool) -> Result<No
     if noreserve {
         flags |= libc::MAP_NORESERVE;
     }
-    // SAFETY: a new mapping at an address of the kernel's choosing (no MAP_FIXED) cannot alias
-    // any existing Rust object; the file is ours (a memfd), so nobody else writes it behind
-    // Rust's back except through this or other mappings the caller controls.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Errno::last("mmap"));
-    }
-    NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))
+    mmap_new(len, flags, Some(fd))
 }
 
 /// Frees the file blocks of `[offset, offset + len)` (`fallocate(FALLOC_FL_PUNCH_HOLE |
