@@ -235,27 +235,9 @@ impl Ledger {
                 "the slot's owner word changed under its lock".into(),
             ));
         }
-        let r = (|| {
-            // The previous holder committed its last operation; `resolve` settles it anyway
-            // (idempotent) and gives the next sequence number.
-            let seq = t.resolve(s)?;
-            let mut lanes = Vec::with_capacity(t.geo.classes);
-            for c in 0..t.geo.classes {
-                lanes.push(t.lane(s, c, t.charged(s, c)?)?);
-            }
-            Ok((seq, lanes))
-        })();
-        match r {
-            Ok((seq, lanes)) => Ok(VmRecord {
-                ledger: Arc::clone(self),
-                slot: s,
-                owner: me,
-                pid: std::process::id(),
-                seq,
-                lanes,
-                beacon: Some(beacon),
-                hand_back: false,
-            }),
+        // The previous holder committed its last operation; `take_up` settles it anyway.
+        match t.take_up(s) {
+            Ok((seq, lanes)) => Ok(VmRecord::holding(self, s, me, seq, lanes, beacon)),
             Err(b) => {
                 // Leave the record as it was found, for the reaper.
                 let _ = t.claim(s, me, owner);

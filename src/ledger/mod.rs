@@ -321,29 +321,15 @@ impl Ledger {
     fn adopt(self: &Arc<Self>, s: usize, me: u64, name: &str, beacon: Beacon) -> Result<VmRecord> {
         let t = &self.table;
         let r = (|| {
-            // A free slot's previous holder released everything and committed; `resolve` is a
-            // no-op then, and gives the next sequence number.
-            let seq = t.resolve(s)?;
-            let mut lanes = Vec::with_capacity(t.geo.classes);
-            for c in 0..t.geo.classes {
-                lanes.push(t.lane(s, c, t.charged(s, c)?)?);
-            }
+            // A free slot's previous holder released everything and committed.
+            let taken = t.take_up(s)?;
             t.clear_info(s)?;
             t.set_name(s, name)?;
-            Ok((seq, lanes))
+            Ok(taken)
         })();
         match r {
             Ok((seq, lanes)) => {
-                let mut ch = VmRecord {
-                    ledger: Arc::clone(self),
-                    slot: s,
-                    owner: me,
-                    pid: std::process::id(),
-                    seq,
-                    lanes,
-                    beacon: Some(beacon),
-                    hand_back: false,
-                };
+                let mut ch = VmRecord::holding(self, s, me, seq, lanes, beacon);
                 // A free slot should hold no charge; if a corrupted one does, give it back.
                 if ch.lanes.iter().any(|l| l.charged != 0) {
                     ch.release_all()?;

@@ -34,6 +34,28 @@ pub struct VmRecord {
 }
 
 impl VmRecord {
+    /// The record of slot `s` for this process (`me`), which holds the slot's lock (`beacon`),
+    /// has claimed its owner word and took up its state ([`table::Table::take_up`]).
+    pub(super) fn holding(
+        ledger: &Arc<Ledger>,
+        s: usize,
+        me: u64,
+        seq: u64,
+        lanes: Vec<table::Lane>,
+        beacon: Beacon,
+    ) -> VmRecord {
+        VmRecord {
+            ledger: Arc::clone(ledger),
+            slot: s,
+            owner: me,
+            pid: std::process::id(),
+            seq,
+            lanes,
+            beacon: Some(beacon),
+            hand_back: false,
+        }
+    }
+
     /// Charges `bytes` more on (node, class) if the class's limit allows it.
     ///
     /// Atomic against every thread and process: the sum of charges never passes the limit, and

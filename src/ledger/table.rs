@@ -463,6 +463,18 @@ impl Table {
         Ok(Ok(cur))
     }
 
+    /// What a new holder of slot `s` (lock held, owner word claimed) continues from: settles the
+    /// previous holder's last operation ([`Table::resolve`], a no-op if it committed) and reads
+    /// the slot's charge in every class. Returns the next sequence number and the lanes.
+    pub(crate) fn take_up(&self, s: usize) -> R<(u64, Vec<Lane>)> {
+        let seq = self.resolve(s)?;
+        let mut lanes = Vec::with_capacity(self.geo.classes);
+        for c in 0..self.geo.classes {
+            lanes.push(self.lane(s, c, self.charged(s, c)?)?);
+        }
+        Ok((seq, lanes))
+    }
+
     /// The words one holder uses for one class, validated once (see [`Lane`]).
     pub(crate) fn lane(&self, s: usize, c: usize, charged: u64) -> R<Lane> {
         let base = self.slot_base(s)?;
