@@ -34,31 +34,11 @@ impl SharedRegion {
     /// bytes long (the caller checks with `fstat`): touching a page past its end raises SIGBUS.
     #[doc(alias = "mmap")]
     pub fn map_file(file: &std::fs::File, len: usize) -> Result<SharedRegion, Errno> {
-        use std::os::fd::AsRawFd;
-        Self::map(len, file.as_raw_fd(), libc::MAP_SHARED)
-    }
-
-    fn map(len: usize, fd: i32, flags: i32) -> Result<SharedRegion, Errno> {
+        use std::os::fd::AsFd;
         if len == 0 {
             return Err(Errno::new("mmap", libc::EINVAL));
         }
-        // SAFETY: a new mapping at an address of the kernel's choosing (no MAP_FIXED) cannot
-        // alias any existing Rust object; `fd` is either -1 (anonymous) or an open descriptor
-        // borrowed for the duration of the call.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Errno::last("mmap"));
-        }
-        let ptr = NonNull::new(p.cast()).ok_or(Errno::new("mmap", libc::EFAULT))?;
+        let ptr = super::mmap_new(len, libc::MAP_SHARED, Some(file.as_fd()))?;
         Ok(SharedRegion { ptr, len })
     }
 

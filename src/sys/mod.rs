@@ -112,8 +112,9 @@ pub fn mmap_anonymous(len: usize, backing: Backing, noreserve: bool) -> Result<N
 /// anonymous with `None`.
 fn mmap_new(len: usize, flags: i32, fd: Option<BorrowedFd<'_>>) -> Result<NonNull<u8>, Errno> {
     // SAFETY: the callers never pass MAP_FIXED, so the new mapping cannot alias any existing
-    // Rust object; a file mapped here is a memfd of the caller's, so nobody else writes it
-    // behind Rust's back except through this or other mappings the caller controls.
+    // Rust object; `fd`, if any, is borrowed open for the call. What may write the memory
+    // afterwards is the callers' invariant: a memfd of their own (reservations, the baseline)
+    // or a ledger file read only through atomics (`SharedRegion`).
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
